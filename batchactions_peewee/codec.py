@@ -1,0 +1,85 @@
+"""JSON text codec for the JSON columns, and the input checks every store shares.
+
+Values are written as compact UTF-8 JSON text (SQLite's JSON1 may be missing, and the
+TypeScript adapters write text too). A value is accepted only if it reads back exactly as
+given, so nothing is silently coerced: NaN, Infinity, bytes, sets, non-string keys and lone
+surrogates are refused with :class:`~batchactions_peewee.errors.InvalidValueError`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .errors import InvalidIdentifierError, InvalidValueError
+
+MAX_ID_LENGTH = 36
+MAX_WORKER_ID_LENGTH = 128
+_MAX_INT = 2**63 - 1
+
+
+def _no_json_form(value: object) -> Any:
+    raise TypeError(f"{type(value).__name__} has no JSON form")
+
+
+def dumps(value: Any, *, what: str = "value") -> str:
+    """Encode ``value`` as JSON text, refusing anything that would not read back unchanged."""
+    try:
+        text = json.dumps(
+            value, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_no_json_form
+        )
+        text.encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise InvalidValueError(f"{what} cannot be stored as JSON: {exc}") from None
+    if json.loads(text) != value:
+        raise InvalidValueError(
+            f"{what} would not read back unchanged from JSON "
+            "(keys must be strings; tuples and other containers become lists)"
+        )
+    return text
+
+
+def loads(value: Any) -> Any:
+    """Decode a JSON column as any adapter stores it: text, bytes, or an already-decoded value."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        value = bytes(value).decode("utf-8")
+    if isinstance(value, str):
+        return json.loads(value)
+    return value
+
+
+def check_id(value: object, what: str, max_length: int = MAX_ID_LENGTH) -> str:
+    """An id must be a non-empty string that fits its column."""
+    if not isinstance(value, str) or not value:
+        raise InvalidIdentifierError(f"{what} must be a non-empty string, got {value!r}")
+    if len(value) > max_length:
+        raise InvalidIdentifierError(
+            f"{what} is {len(value)} characters long; at most {max_length} fit: {value[:40]!r}..."
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidIdentifierError(f"{what} holds a lone surrogate: {value!r}") from None
+    return value
+
+
+def check_worker_id(value: object) -> str:
+    """A worker id must be a non-empty string of at most 128 characters."""
+    return check_id(value, "worker id", MAX_WORKER_ID_LENGTH)
+
+
+def check_count(value: object, what: str) -> int:
+    """Counts and indexes are non-negative integers that fit a 64-bit column."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_INT:
+        raise InvalidValueError(f"{what} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def check_text(value: str | None, what: str) -> str | None:
+    """Free text must be encodable as UTF-8 (no lone surrogates)."""
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidValueError(f"{what} holds a lone surrogate") from None
+    return value

@@ -1,0 +1,122 @@
+"""What differs per database: transactions, transient errors, parameter limits, the clock.
+
+A store resolves its dialect once (``dialect_for``) and asks it; nothing else in the package
+branches on the kind of database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from typing import ClassVar
+
+import peewee as pw
+
+MYSQL_TRANSIENT = {1205, 1213}  # lock wait timeout, deadlock: the transaction was rolled back
+POSTGRES_TRANSIENT = {"40001", "40P01"}  # serialization failure, deadlock detected
+
+
+class Dialect:
+    """Defaults shared by every database; subclasses override what differs."""
+
+    name: ClassVar[str] = "generic"
+    #: Bind parameters one statement may carry.
+    max_params: ClassVar[int] = 999
+    #: Table options for CREATE TABLE.
+    table_settings: ClassVar[tuple[str, ...]] = ()
+    #: SQL giving the server's time in epoch milliseconds.
+    now_sql: ClassVar[str | None] = None
+
+    def __init__(self, database: pw.Database) -> None:
+        self.database = database
+
+    @contextlib.contextmanager
+    def write_transaction(self) -> Iterator[None]:
+        """A transaction that will write. SQLite takes the write lock up front."""
+        with self.database.atomic():
+            yield
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """True when ``exc`` means the transaction was rolled back and may simply be re-run."""
+        return False
+
+    def supports_skip_locked(self) -> bool:
+        """``SELECT ... FOR UPDATE SKIP LOCKED`` is available on this server."""
+        return False
+
+
+class SqliteDialect(Dialect):
+    name = "sqlite"
+    max_params = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+
+    @contextlib.contextmanager
+    def write_transaction(self) -> Iterator[None]:
+        # BEGIN IMMEDIATE: a deferred transaction that reads and then writes fails with
+        # "database is locked" when another writer got in between; taking the lock first
+        # turns that into an orderly wait (busy timeout) or a retryable busy error.
+        if self.database.in_transaction():
+            with self.database.atomic():
+                yield
+        else:
+            with self.database.atomic("IMMEDIATE"):
+                yield
+
+    def is_transient(self, exc: BaseException) -> bool:
+        message = str(exc).lower()
+        return isinstance(exc, pw.OperationalError) and (
+            "database is locked" in message or "database is busy" in message
+        )
+
+
+class MySQLDialect(Dialect):
+    name = "mysql"
+    max_params = 65535
+    # utf8mb4 for full Unicode; a binary collation so ids compare exactly ("a" != "A").
+    table_settings = ("ENGINE=InnoDB", "DEFAULT CHARSET=utf8mb4", "COLLATE=utf8mb4_bin")
+    # UTC_TIMESTAMP does not depend on the session time zone.
+    now_sql = "SELECT TIMESTAMPDIFF(MICROSECOND, '1970-01-01', UTC_TIMESTAMP(6)) DIV 1000"
+
+    def is_transient(self, exc: BaseException) -> bool:
+        code = _driver_code(exc)
+        return isinstance(code, int) and code in MYSQL_TRANSIENT
+
+    def supports_skip_locked(self) -> bool:
+        version = self.database.server_version or (0,)
+        is_mariadb = version >= (10,)
+        return version >= ((10, 6) if is_mariadb else (8, 0, 1))
+
+
+class PostgresDialect(Dialect):
+    name = "postgres"
+    max_params = 65535
+    now_sql = "SELECT FLOOR(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint"
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return _driver_code(exc) in POSTGRES_TRANSIENT
+
+    def supports_skip_locked(self) -> bool:
+        return True
+
+
+def _driver_code(exc: BaseException) -> object:
+    """The driver's error code behind a Peewee exception (MySQL errno or SQLSTATE)."""
+    orig = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc
+    for attribute in ("pgcode", "sqlstate"):
+        code = getattr(orig, attribute, None)
+        if code:
+            return code
+    if orig.args and isinstance(orig.args[0], int):
+        return orig.args[0]
+    return None
+
+
+def dialect_for(database: pw.Database) -> Dialect:
+    """The dialect of ``database`` (already unwrapped from any proxy)."""
+    if isinstance(database, pw.SqliteDatabase):
+        return SqliteDialect(database)
+    if isinstance(database, pw.MySQLDatabase):
+        return MySQLDialect(database)
+    if isinstance(database, pw.PostgresqlDatabase):
+        return PostgresDialect(database)
+    return Dialect(database)

@@ -1,0 +1,80 @@
+"""Domain objects as both stores keep them: rows of JSON text, checked before any write.
+
+``PeeweeStateStore`` and ``InMemoryStateStore`` share these, so both accept and refuse
+exactly the same input and read back exactly the same values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from . import codec
+from .codec import check_count, check_id, check_text, check_worker_id
+from .domain import Batch, JobState, ProcessedRecord, RecordStatus
+from .errors import DuplicateRecordError
+
+#: A record row: (jobId, batchId, recordIndex, status, raw, parsed, errors, processingError).
+RecordRow = tuple[str, str, int, str, str, str, str, "str | None"]
+
+
+def record_row(job_id: str, batch_id: str, record: ProcessedRecord) -> RecordRow:
+    """One record as a row, its JSON columns encoded by the codec."""
+    index = check_count(record.index, "record index")
+    return (
+        job_id,
+        batch_id,
+        index,
+        RecordStatus(record.status).value,
+        codec.dumps(record.raw, what=f"raw of record {index}"),
+        codec.dumps(record.parsed, what=f"parsed of record {index}"),
+        codec.dumps([e.to_json_dict() for e in record.errors], what=f"errors of record {index}"),
+        check_text(record.processing_error, f"processing error of record {index}"),
+    )
+
+
+def record_rows(job_id: str, batch_id: str, records: Iterable[ProcessedRecord]) -> list[RecordRow]:
+    """Rows for one bulk write; a record index may appear only once."""
+    check_id(job_id, "job id")
+    check_id(batch_id, "batch id")
+    rows: list[RecordRow] = []
+    seen: set[int] = set()
+    for record in records:
+        row = record_row(job_id, batch_id, record)
+        if row[2] in seen:
+            raise DuplicateRecordError(f"record index {row[2]} appears twice in one write")
+        seen.add(row[2])
+        rows.append(row)
+    return rows
+
+
+def record_from_row(row: tuple[Any, ...]) -> ProcessedRecord:
+    """A record from (recordIndex, status, raw, parsed, errors, processingError)."""
+    index, status, raw, parsed, errors, processing_error = row
+    return ProcessedRecord(
+        index=int(index),
+        status=status,
+        raw=codec.loads(raw),
+        parsed=codec.loads(parsed),
+        errors=codec.loads(errors) if errors is not None else [],
+        processing_error=processing_error,
+    )
+
+
+def batch_json(batch: Batch) -> dict[str, Any]:
+    """A batch as the job row's JSON list holds it: without its records (they have a table)."""
+    return batch.model_copy(update={"records": []}).to_json_dict()
+
+
+def check_job(job: JobState) -> tuple[str, str]:
+    """Validate a job before it is written; return its (config, batches) JSON text."""
+    check_id(job.id, "job id")
+    check_count(job.total_records, "total_records")
+    for batch in job.batches:
+        check_id(batch.id, "batch id")
+        check_count(batch.index, "batch index")
+        if batch.worker_id is not None:
+            check_worker_id(batch.worker_id)
+    config = codec.dumps(job.config.to_json_dict(), what="job config")
+    batches = codec.dumps([batch_json(b) for b in job.batches], what="job batches")
+    return config, batches

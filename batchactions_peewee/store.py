@@ -1,0 +1,841 @@
+"""PeeweeStateStore: batch-job state in any Peewee database, shared by many workers.
+
+Every write that must be atomic is one transaction (``_write``); every "only one wins"
+decision is a conditional UPDATE whose row count decides. The few statements that carry the
+coordination (claim, fenced completion, heartbeat, reclaim, finalize) are grouped below under
+"Coordination", each with a comment saying why it is safe.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import peewee as pw
+
+from . import codec
+from .codec import check_count, check_id, check_worker_id
+from .dialects import Dialect, dialect_for
+from .domain import (
+    Batch,
+    BatchReservation,
+    BatchState,
+    BatchStatus,
+    ClaimBatchResult,
+    ClaimFailureReason,
+    DistributedJobStatus,
+    JobConfig,
+    JobProgress,
+    JobState,
+    JobStatus,
+    ProcessedRecord,
+    RecordStatus,
+)
+from .encoding import RecordRow, batch_json, check_job, record_from_row, record_rows
+from .errors import (
+    InvalidInputError,
+    InvalidStatusError,
+    JobNotFoundError,
+)
+from .ports import distributed_status_of, parse_job_status, progress_of
+from .tables import Tables, build_tables, check_table_prefix, unwrap
+
+T = TypeVar("T")
+
+_MAX_ATTEMPTS = 8
+_BACKOFF_BASE_S = 0.01
+_BACKOFF_CAP_S = 1.0
+_CHUNK_BYTES = 4 * 1024 * 1024  # keep each bulk statement well inside max_allowed_packet
+_CLOCK_REFRESH_S = 30.0
+_FAILED = (RecordStatus.FAILED.value, RecordStatus.INVALID.value)
+_PENDING = (RecordStatus.PENDING.value, RecordStatus.VALID.value)
+_TERMINAL = (BatchStatus.COMPLETED.value, BatchStatus.FAILED.value)
+
+Clock = Callable[[], int]
+
+
+def backoff_delay(attempt: int) -> float:
+    """Seconds to wait before retry ``attempt`` (1-based): exponential, capped, jittered."""
+    ceiling = min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2 ** (attempt - 1))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+class _DatabaseClock:
+    """The database server's clock in epoch ms, read once and carried on a monotonic clock.
+
+    Every worker measures lease ages against the server's clock, so workers on machines
+    whose clocks disagree still agree on when a lease is stale. The offset is re-read every
+    30 s; between reads a local clock step cannot move it (monotonic base).
+    """
+
+    def __init__(self, database: pw.Database, sql: str) -> None:
+        self._database = database
+        self._sql = sql
+        self._lock = threading.Lock()
+        self._offset_ms: float | None = None
+        self._read_at = 0.0
+
+    def __call__(self) -> int:
+        now = time.monotonic()
+        with self._lock:
+            if self._offset_ms is None or now - self._read_at > _CLOCK_REFRESH_S:
+                before = time.monotonic()
+                cursor: Any = self._database.execute_sql(self._sql)  # type: ignore[no-untyped-call]
+                server_ms = int(cursor.fetchone()[0])
+                after = time.monotonic()
+                self._offset_ms = server_ms - (before + after) / 2 * 1000
+                self._read_at = after
+                now = after
+            return int(now * 1000 + self._offset_ms)
+
+
+class _Resolved:
+    """What a store learns about its database once: dialect, models and clock."""
+
+    def __init__(self, database: pw.Database | pw.DatabaseProxy, prefix: str) -> None:
+        real = unwrap(database)
+        self.database = real
+        self.dialect: Dialect = dialect_for(real)
+        self.tables: Tables = build_tables(
+            database, prefix, table_settings=list(self.dialect.table_settings)
+        )
+        self.clock: Clock | None = (
+            _DatabaseClock(real, self.dialect.now_sql) if self.dialect.now_sql else None
+        )
+        self._skip_locked: bool | None = None
+
+    def skip_locked(self) -> bool:
+        if self._skip_locked is None:
+            self.database.connect(reuse_if_open=True)  # the server version is known once connected
+            self._skip_locked = self.dialect.supports_skip_locked()
+        return self._skip_locked
+
+
+class PeeweeStateStore:
+    """Persists batch jobs in a Peewee database and coordinates workers through it.
+
+    ``database`` is any Peewee ``Database`` (SQLite, MySQL/MariaDB, PostgreSQL, pooled
+    variants) or a ``DatabaseProxy``; the store binds models of its own to it and never
+    alters the caller's models or settings. ``clock`` returns epoch ms; ``None`` means the
+    database server's clock (this machine's for SQLite), so lease timing does not depend on
+    several machines' clocks agreeing.
+    """
+
+    def __init__(
+        self,
+        database: pw.Database | pw.DatabaseProxy,
+        *,
+        table_prefix: str = "batchactions_",
+        clock: Clock | None = None,
+    ) -> None:
+        if not isinstance(database, (pw.Database, pw.DatabaseProxy)):
+            kind = type(database).__name__
+            raise InvalidInputError(f"database must be a peewee Database or DatabaseProxy: {kind}")
+        self.database = database
+        self.table_prefix = check_table_prefix(table_prefix)
+        self._clock = clock
+        self._resolved: _Resolved | None = None
+        self._resolve_lock = threading.Lock()
+        #: Forces the portable compare-and-set claim even where SKIP LOCKED exists (tests).
+        self.force_cas_claim = False
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    @property
+    def _r(self) -> _Resolved:
+        # Resolved on first use, so a DatabaseProxy may be initialized after construction.
+        if self._resolved is None:
+            with self._resolve_lock:
+                if self._resolved is None:
+                    self._resolved = _Resolved(self.database, self.table_prefix)
+        return self._resolved
+
+    @property
+    def tables(self) -> Tables:
+        """This store's three Peewee models (bound to ``database`` with ``table_prefix``)."""
+        return self._r.tables
+
+    @property
+    def dialect(self) -> Dialect:
+        """What this store knows about its kind of database."""
+        return self._r.dialect
+
+    def now(self) -> int:
+        """The store's clock in epoch ms: the injected ``clock``, else the database's."""
+        if self._clock is not None:
+            return int(self._clock())
+        clock = self._r.clock
+        return clock() if clock is not None else int(time.time() * 1000)
+
+    def _retrying(self, operation: Callable[[], T], *, transaction: bool = True) -> T:
+        """Run ``operation`` (in a write transaction), re-running it after transient errors.
+
+        Only errors after which the database has rolled the whole transaction back are
+        retried (SQLite busy, MySQL deadlock / lock wait timeout, PostgreSQL serialization
+        failure / deadlock), so a re-run never doubles a write. Inside a caller's own
+        transaction nothing is retried: the caller's transaction is what failed.
+        """
+        r = self._r
+        nested = r.database.in_transaction()
+        attempt = 0
+        while True:
+            try:
+                if not transaction:
+                    return operation()
+                with r.dialect.write_transaction():
+                    return operation()
+            except pw.DatabaseError as exc:
+                attempt += 1
+                if nested or attempt >= _MAX_ATTEMPTS or not r.dialect.is_transient(exc):
+                    raise
+            time.sleep(backoff_delay(attempt))
+
+    def _read(self, operation: Callable[[], T]) -> T:
+        """Run several reads in one transaction, so they see one consistent state."""
+        r = self._r
+        nested = r.database.in_transaction()
+        attempt = 0
+        while True:
+            try:
+                with r.database.atomic():
+                    return operation()
+            except pw.DatabaseError as exc:
+                attempt += 1
+                if nested or attempt >= _MAX_ATTEMPTS or not r.dialect.is_transient(exc):
+                    raise
+            time.sleep(backoff_delay(attempt))
+
+    def _chunks(self, rows: Sequence[tuple[Any, ...]], columns: int) -> Iterator[Sequence[Any]]:
+        """Split a bulk write to the dialect's parameter limit and a few MiB per statement."""
+        limit = max(1, self._r.dialect.max_params // columns)
+        start, size = 0, 0
+        for i, row in enumerate(rows):
+            size += sum(len(v) for v in row if isinstance(v, str))
+            if i + 1 - start >= limit or size >= _CHUNK_BYTES:
+                yield rows[start : i + 1]
+                start, size = i + 1, 0
+        if start < len(rows):
+            yield rows[start:]
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def create_tables(self) -> None:
+        """Create the three tables and their indexes where missing (idempotent).
+
+        A table that exists, ours or one the TypeScript adapters created, is left as it is.
+        """
+        r = self._r
+        for model in r.tables.all:
+            if r.database.table_exists(model._meta.table_name):
+                continue
+            try:
+                with r.database.atomic():
+                    model.create_table(safe=False)
+            except pw.DatabaseError:
+                # Another process may have created it between our check and our CREATE.
+                if not r.database.table_exists(model._meta.table_name):
+                    raise
+
+    def drop_tables(self) -> None:
+        """Drop the three tables where present (idempotent)."""
+        r = self._r
+        r.database.drop_tables(r.tables.all, safe=True)
+
+    # -- records -------------------------------------------------------------------------
+
+    def _upsert_records(self, rows: Sequence[RecordRow]) -> None:
+        """Insert or replace records keyed by (job, record index): idempotent, so re-runnable."""
+        R = self._r.tables.records
+        fields = [
+            R.job_id,
+            R.batch_id,
+            R.record_index,
+            R.status,
+            R.raw,
+            R.parsed,
+            R.errors,
+            R.processing_error,
+        ]
+        preserve = fields[1:2] + fields[3:]
+        target = None if self._r.dialect.name == "mysql" else [R.job_id, R.record_index]
+        for chunk in self._chunks(rows, len(fields)):
+            query = R.insert_many(chunk, fields=fields)
+            query.on_conflict(conflict_target=target, preserve=preserve).execute()
+
+    def _select_records(self, *where: Any) -> list[ProcessedRecord]:
+        R = self._r.tables.records
+        query: Any = (
+            R.select(R.record_index, R.status, R.raw, R.parsed, R.errors, R.processing_error)
+            .where(*where)
+            .order_by(R.record_index)
+            .tuples()
+        )
+        return [record_from_row(row) for row in query]
+
+    # -- StateStore port ------------------------------------------------------------------
+
+    def save_job_state(self, job: JobState) -> None:
+        """Upsert the job. For a distributed job, insert a batches row for every batch that
+        has none; an existing row is never reset (re-saving must not undo live claims).
+
+        Records carried inside ``job.batches`` are upserted into the records table; like the
+        TypeScript adapters, ``get_job_state`` returns batches without their records.
+        """
+        config, batches_json = check_job(job)
+        rows = [row for b in job.batches for row in record_rows(job.id, b.id, b.records)]
+        self._retrying(lambda: self._save_job(job, config, batches_json, rows))
+
+    def _save_job(
+        self, job: JobState, config: str, batches_json: str, rows: Sequence[RecordRow]
+    ) -> None:
+        J = self._r.tables.jobs
+        values = {
+            J.id: job.id,
+            J.status: JobStatus(job.status).value,
+            J.config: config,
+            J.batches: batches_json,
+            J.total_records: job.total_records,
+            J.started_at: job.started_at,
+            J.completed_at: job.completed_at,
+            J.distributed: job.distributed,
+        }
+        target = None if self._r.dialect.name == "mysql" else [J.id]
+        J.insert(values).on_conflict(conflict_target=target, preserve=list(values)[1:]).execute()
+        if job.distributed and job.batches:
+            self._insert_missing_batches(job)
+        if rows:
+            self._upsert_records(rows)
+
+    def _insert_missing_batches(self, job: JobState) -> None:
+        B = self._r.tables.batches
+        fields = [
+            B.id,
+            B.job_id,
+            B.batch_index,
+            B.status,
+            B.worker_id,
+            B.claimed_at,
+            B.record_start_index,
+            B.record_end_index,
+            B.processed_count,
+            B.failed_count,
+            B.version,
+        ]
+        rows = [
+            (
+                b.id,
+                job.id,
+                b.index,
+                BatchStatus(b.status).value,
+                b.worker_id,
+                b.claimed_at,
+                b.record_start_index or 0,
+                b.record_end_index or 0,
+                b.processed_count,
+                b.failed_count,
+                0,
+            )
+            for b in job.batches
+        ]
+        for chunk in self._chunks(rows, len(fields)):
+            # Existing rows win: a re-saved job must not undo claims made in the meantime.
+            B.insert_many(chunk, fields=fields).on_conflict_ignore().execute()
+        ids = [b.id for b in job.batches]
+        owned = 0
+        for chunk_ids in self._chunks([(i,) for i in ids], 1):
+            owned += (
+                B.select().where(B.job_id == job.id, B.id.in_([c[0] for c in chunk_ids])).count()
+            )
+        if owned != len(set(ids)):
+            raise InvalidInputError(
+                f"job {job.id!r}: a batch id is used by another job, or two batches share an "
+                "id or an index; batch ids are unique across all jobs"
+            )
+
+    def get_job_state(self, job_id: str) -> JobState | None:
+        """The job, or None. A distributed job's batches are read live from the batches table."""
+        check_id(job_id, "job id")
+        return self._read(lambda: self._load_job(job_id))
+
+    def _load_job(self, job_id: str) -> JobState | None:
+        J = self._r.tables.jobs
+        row = J.select().where(J.id == job_id).first()
+        if row is None:
+            return None
+        live = self._batch_rows([job_id]).get(job_id) if row.distributed else None
+        return self._job_from_row(row, live)
+
+    def _batch_rows(self, job_ids: list[str]) -> dict[str, list[Batch]]:
+        B = self._r.tables.batches
+        found: dict[str, list[Batch]] = {}
+        query = B.select().where(B.job_id.in_(job_ids)).order_by(B.job_id, B.batch_index)
+        for b in query:
+            found.setdefault(b.job_id, []).append(
+                Batch(
+                    id=b.id,
+                    index=int(b.batch_index),
+                    status=b.status,
+                    processed_count=int(b.processed_count),
+                    failed_count=int(b.failed_count),
+                    worker_id=b.worker_id,
+                    claimed_at=None if b.claimed_at is None else int(b.claimed_at),
+                    record_start_index=int(b.record_start_index),
+                    record_end_index=int(b.record_end_index),
+                )
+            )
+        return found
+
+    @staticmethod
+    def _job_from_row(row: Any, live_batches: list[Batch] | None) -> JobState:
+        batches = (
+            live_batches
+            if live_batches
+            else [Batch.model_validate(b) for b in codec.loads(row.batches) or []]
+        )
+        return JobState(
+            id=row.id,
+            config=JobConfig.model_validate(codec.loads(row.config)),
+            status=row.status,
+            batches=batches,
+            total_records=int(row.total_records),
+            started_at=None if row.started_at is None else int(row.started_at),
+            completed_at=None if row.completed_at is None else int(row.completed_at),
+            distributed=bool(row.distributed),
+        )
+
+    def update_batch_state(self, job_id: str, batch_id: str, state: BatchState) -> None:
+        """Set a batch's status and counts: in the batches table for a distributed job, in
+        the job's batch list otherwise."""
+        check_id(job_id, "job id")
+        check_id(batch_id, "batch id")
+        status = BatchStatus(state.status).value
+        processed = check_count(state.processed_count, "processed_count")
+        failed = check_count(state.failed_count, "failed_count")
+        self._retrying(lambda: self._update_batch(job_id, batch_id, status, processed, failed))
+
+    def _update_batch(
+        self, job_id: str, batch_id: str, status: str, processed: int, failed: int
+    ) -> None:
+        t = self._r.tables
+        J, B = t.jobs, t.batches
+        changed = (
+            B.update(
+                status=status, processed_count=processed, failed_count=failed, version=B.version + 1
+            )
+            .where(B.id == batch_id, B.job_id == job_id)
+            .execute()
+        )
+        if changed:
+            return
+        query = J.select(J.batches).where(J.id == job_id)
+        if self._r.dialect.name != "sqlite":
+            query = query.for_update()  # SQLite's write lock is already held (BEGIN IMMEDIATE)
+        row = query.first()
+        if row is None:
+            raise JobNotFoundError(f"job {job_id!r} does not exist")
+        batches = codec.loads(row.batches) or []
+        for batch in batches:
+            if batch.get("id") == batch_id:
+                batch.update(status=status, processedCount=processed, failedCount=failed)
+                break
+        else:
+            raise InvalidInputError(f"job {job_id!r} has no batch {batch_id!r}")
+        J.update(batches=codec.dumps(batches)).where(J.id == job_id).execute()
+
+    def save_processed_record(self, job_id: str, batch_id: str, record: ProcessedRecord) -> None:
+        """Insert or replace one record (keyed by job and record index) in ONE statement."""
+        rows = record_rows(job_id, batch_id, [record])
+        self._retrying(lambda: self._upsert_records(rows), transaction=False)
+
+    def get_failed_records(self, job_id: str) -> list[ProcessedRecord]:
+        """Records with status failed or invalid, by record index."""
+        R = self.tables.records
+        return self._select_records(R.job_id == check_id(job_id, "job id"), R.status.in_(_FAILED))
+
+    def get_pending_records(self, job_id: str) -> list[ProcessedRecord]:
+        """Records with status pending or valid, by record index."""
+        R = self.tables.records
+        return self._select_records(R.job_id == check_id(job_id, "job id"), R.status.in_(_PENDING))
+
+    def get_processed_records(self, job_id: str) -> list[ProcessedRecord]:
+        """Records with status processed, by record index."""
+        R = self.tables.records
+        return self._select_records(
+            R.job_id == check_id(job_id, "job id"), R.status == RecordStatus.PROCESSED.value
+        )
+
+    def get_progress(self, job_id: str) -> JobProgress:
+        """Counts and timing of a job as SPEC §3 defines them."""
+        check_id(job_id, "job id")
+        job, counts = self._read(lambda: (self._load_job(job_id), self._record_counts(job_id)))
+        if job is None:
+            raise JobNotFoundError(f"job {job_id!r} does not exist")
+        return progress_of(job, counts, self.now())
+
+    def _record_counts(self, job_id: str) -> dict[str, int]:
+        R = self._r.tables.records
+        query: Any = (
+            R.select(R.status, pw.fn.COUNT(R.id))
+            .where(R.job_id == job_id)
+            .group_by(R.status)
+            .tuples()
+        )
+        return {status: int(count) for status, count in query}
+
+    # -- DistributedStateStore port: coordination -----------------------------------------
+
+    def claim_batch(self, job_id: str, worker_id: str) -> ClaimBatchResult:
+        """Claim the lowest-index PENDING batch of a PROCESSING job for ``worker_id``.
+
+        A worker that loses a race moves on to the next candidate; NO_PENDING_BATCHES only
+        when no PENDING batch is left.
+        """
+        check_id(job_id, "job id")
+        check_worker_id(worker_id)
+        r = self._r
+        if r.dialect.name == "sqlite":
+            # One IMMEDIATE transaction holds SQLite's only write lock: nobody can race us.
+            return self._retrying(lambda: self._claim_cas(job_id, worker_id))
+        if r.skip_locked() and not self.force_cas_claim:
+            result = self._retrying(lambda: self._claim_skip_locked(job_id, worker_id))
+            if result is not None:
+                return result
+            # Every PENDING row we saw was locked by an in-flight claim: let the
+            # compare-and-set path wait for those and give the definitive answer.
+        return self._retrying(lambda: self._claim_cas(job_id, worker_id), transaction=False)
+
+    def _job_status(self, job_id: str) -> ClaimFailureReason | None:
+        J = self._r.tables.jobs
+        status = J.select(J.status).where(J.id == job_id).scalar()
+        if status is None:
+            return ClaimFailureReason.JOB_NOT_FOUND
+        if status != JobStatus.PROCESSING.value:
+            return ClaimFailureReason.JOB_NOT_PROCESSING
+        return None
+
+    def _take(self, job_id: str, worker_id: str, row: tuple[Any, ...], now: int) -> bool:
+        """CLAIM: PENDING -> PROCESSING only if the row still has the version we read.
+
+        Safe because the WHERE re-checks version and status on the current row under its
+        row lock, and the SET always changes ``version``, so the row count (rows changed on
+        MySQL, rows matched elsewhere) is 1 for exactly one claimer.
+        """
+        B = self._r.tables.batches
+        batch_id, _, _, _, version = row
+        return bool(
+            B.update(
+                status=BatchStatus.PROCESSING.value,
+                worker_id=worker_id,
+                claimed_at=now,
+                version=B.version + 1,
+            )
+            .where(B.id == batch_id, B.version == version, B.status == BatchStatus.PENDING.value)
+            .execute()
+        )
+
+    def _pending_query(self, job_id: str) -> Any:
+        B = self._r.tables.batches
+        return (
+            B.select(B.id, B.batch_index, B.record_start_index, B.record_end_index, B.version)
+            .where(B.job_id == job_id, B.status == BatchStatus.PENDING.value)
+            .order_by(B.batch_index)
+        )
+
+    def _claim_skip_locked(self, job_id: str, worker_id: str) -> ClaimBatchResult | None:
+        # Inside one transaction: FOR UPDATE SKIP LOCKED hands each claimer a different row,
+        # so claimers do not queue behind each other on the lowest PENDING batch.
+        failure = self._job_status(job_id)
+        if failure is not None:
+            return ClaimBatchResult(claimed=False, reason=failure)
+        row = self._pending_query(job_id).limit(1).for_update(skip_locked=True).tuples().first()
+        if row is None:
+            return None if self._pending_query(job_id).exists() else _no_pending()
+        now = self.now()
+        if not self._take(job_id, worker_id, row, now):
+            return None
+        return _claimed(job_id, worker_id, row, now)
+
+    def _claim_cas(self, job_id: str, worker_id: str) -> ClaimBatchResult:
+        # Portable path: read candidates, take the first whose version still matches. Each
+        # loss means another worker took that batch, so the loop ends when batches run out.
+        while True:
+            failure = self._job_status(job_id)
+            if failure is not None:
+                return ClaimBatchResult(claimed=False, reason=failure)
+            candidates = list(self._pending_query(job_id).limit(16).tuples())
+            if not candidates:
+                return _no_pending()
+            now = self.now()
+            for row in candidates:
+                if self._take(job_id, worker_id, row, now):
+                    return _claimed(job_id, worker_id, row, now)
+
+    def release_batch(self, job_id: str, batch_id: str, worker_id: str) -> None:
+        """Return the batch to PENDING, only while ``worker_id`` still holds it."""
+        self._release(job_id, batch_id, worker_id, version=None)
+
+    def release(self, reservation: BatchReservation) -> bool:
+        """Release a reservation (fenced by its version); True if it still held."""
+        return self._release(
+            reservation.job_id, reservation.batch_id, reservation.worker_id, reservation.version
+        )
+
+    def _release(self, job_id: str, batch_id: str, worker_id: str, version: int | None) -> bool:
+        check_id(job_id, "job id")
+        check_id(batch_id, "batch id")
+        check_worker_id(worker_id)
+        B = self.tables.batches
+        where = [
+            B.id == batch_id,
+            B.job_id == job_id,
+            B.worker_id == worker_id,
+            B.status == BatchStatus.PROCESSING.value,
+        ]
+        if version is not None:
+            where.append(B.version == version)
+        # Safe: conditional on the holder; version + 1 fences the old holder out for good.
+        query = B.update(
+            status=BatchStatus.PENDING.value, worker_id=None, claimed_at=None, version=B.version + 1
+        ).where(*where)
+        return bool(self._retrying(query.execute))
+
+    def reclaim_stale_batches(self, job_id: str, timeout_ms: int) -> int:
+        """Return PROCESSING batches claimed more than ``timeout_ms`` ago to PENDING.
+
+        Returns how many. Safe concurrently: each row moves once (the UPDATE re-checks the
+        status under the row lock), and version + 1 fences out the stale holder.
+        """
+        check_id(job_id, "job id")
+        check_count(timeout_ms, "timeout_ms")
+        B = self.tables.batches
+
+        def reclaim() -> int:
+            cutoff = self.now() - timeout_ms
+            return int(
+                B.update(
+                    status=BatchStatus.PENDING.value,
+                    worker_id=None,
+                    claimed_at=None,
+                    version=B.version + 1,
+                )
+                .where(
+                    B.job_id == job_id,
+                    B.status == BatchStatus.PROCESSING.value,
+                    (B.claimed_at < cutoff) | B.claimed_at.is_null(),
+                )
+                .execute()
+            )
+
+        return self._retrying(reclaim)
+
+    def heartbeat(self, reservation: BatchReservation) -> bool:
+        """Renew the lease while the reservation holds (same worker, version, PROCESSING)."""
+        B = self.tables.batches
+
+        def renew() -> int:
+            now = self.now()
+            # The new claimedAt always differs from the old one, so MySQL's "rows changed"
+            # count is 1 whenever the reservation holds.
+            renewed = pw.Case(None, [(B.claimed_at >= now, B.claimed_at + 1)], now)
+            return int(B.update(claimed_at=renewed).where(*self._holds(reservation)).execute())
+
+        return self._retrying(renew) == 1
+
+    def _holds(self, reservation: BatchReservation) -> list[Any]:
+        B = self._r.tables.batches
+        check_id(reservation.job_id, "job id")
+        check_id(reservation.batch_id, "batch id")
+        check_worker_id(reservation.worker_id)
+        return [
+            B.id == reservation.batch_id,
+            B.job_id == reservation.job_id,
+            B.worker_id == reservation.worker_id,
+            B.version == reservation.version,
+            B.status == BatchStatus.PROCESSING.value,
+        ]
+
+    def complete_batch(
+        self,
+        reservation: BatchReservation,
+        *,
+        status: BatchStatus = BatchStatus.COMPLETED,
+        processed_count: int,
+        failed_count: int,
+        records: Iterable[ProcessedRecord] = (),
+    ) -> bool:
+        """Write the batch's final state and its records in one transaction, only while the
+        reservation still holds; return False and write nothing otherwise."""
+        status = BatchStatus(status)
+        if status.value not in _TERMINAL:
+            raise InvalidStatusError(
+                f"a batch completes as COMPLETED or FAILED, not {status.value}"
+            )
+        check_count(processed_count, "processed_count")
+        check_count(failed_count, "failed_count")
+        rows = record_rows(reservation.job_id, reservation.batch_id, records)
+        where = self._holds(reservation)
+        B = self.tables.batches
+
+        def complete() -> bool:
+            # Fenced: the UPDATE matches only while this worker's version still holds; the
+            # records follow in the same transaction, so they land only with the state.
+            changed = (
+                B.update(
+                    status=status.value,
+                    processed_count=processed_count,
+                    failed_count=failed_count,
+                    version=B.version + 1,
+                )
+                .where(*where)
+                .execute()
+            )
+            if changed != 1:
+                return False
+            if rows:
+                self._upsert_records(rows)
+            return True
+
+        return self._retrying(complete)
+
+    def try_finalize_job(self, job_id: str) -> bool:
+        """Finish the job: True for exactly one caller, when the job is PROCESSING, has at
+        least one batch and every batch is COMPLETED or FAILED. Sets FAILED if any batch
+        failed, else COMPLETED, and ``completed_at``."""
+        check_id(job_id, "job id")
+        t = self.tables
+        J, B = t.jobs, t.batches
+
+        def batches_where(*conditions: Any) -> Any:
+            return B.select(pw.SQL("1")).where(B.job_id == job_id, *conditions)
+
+        def finalize() -> bool:
+            now = self.now()
+            # One conditional UPDATE decides: the row moves out of PROCESSING once, so the
+            # row count is 1 for exactly one caller.
+            final = pw.Case(
+                None,
+                [
+                    (
+                        pw.fn.EXISTS(batches_where(B.status == BatchStatus.FAILED.value)),
+                        JobStatus.FAILED.value,
+                    )
+                ],
+                JobStatus.COMPLETED.value,
+            )
+            changed = (
+                J.update(status=final, completed_at=now)
+                .where(
+                    J.id == job_id,
+                    J.status == JobStatus.PROCESSING.value,
+                    pw.fn.EXISTS(batches_where()),
+                    ~pw.fn.EXISTS(batches_where(B.status.not_in(_TERMINAL))),
+                )
+                .execute()
+            )
+            if changed != 1:
+                return False
+            batches = self._batch_rows([job_id]).get(job_id, [])
+            J.update(batches=codec.dumps([batch_json(b) for b in batches])).where(
+                J.id == job_id
+            ).execute()
+            return True
+
+        return self._retrying(finalize)
+
+    # -- DistributedStateStore port: records and status -----------------------------------
+
+    def save_batch_records(
+        self, job_id: str, batch_id: str, records: Iterable[ProcessedRecord]
+    ) -> None:
+        """Bulk upsert a batch's records (keyed by job and record index)."""
+        rows = record_rows(job_id, batch_id, records)
+        if rows:
+            self._retrying(lambda: self._upsert_records(rows))
+
+    def save_processed_records(
+        self, job_id: str, batch_id: str, records: Iterable[ProcessedRecord]
+    ) -> None:
+        """Bulk upsert of processed records, in one transaction."""
+        self.save_batch_records(job_id, batch_id, records)
+
+    def get_batch_records(self, job_id: str, batch_id: str) -> list[ProcessedRecord]:
+        """A batch's records, by record index."""
+        R = self.tables.records
+        return self._select_records(
+            R.job_id == check_id(job_id, "job id"), R.batch_id == check_id(batch_id, "batch id")
+        )
+
+    def get_distributed_status(self, job_id: str) -> DistributedJobStatus:
+        """Batch counts by status, from the batches table."""
+        check_id(job_id, "job id")
+        B = self.tables.batches
+
+        def read() -> dict[str, int]:
+            query: Any = (
+                B.select(B.status, pw.fn.COUNT(B.id))
+                .where(B.job_id == job_id)
+                .group_by(B.status)
+                .tuples()
+            )
+            return {status: int(n) for status, n in query}
+
+        counts = self._read(read)
+        if not counts and self.get_job_state(job_id) is None:
+            raise JobNotFoundError(f"job {job_id!r} does not exist")
+        return distributed_status_of(job_id, counts)
+
+    # -- beyond the ports -----------------------------------------------------------------
+
+    def delete_job(self, job_id: str) -> bool:
+        """Delete a job with its batches and records; True if the job existed."""
+        check_id(job_id, "job id")
+        t = self.tables
+
+        def delete() -> bool:
+            t.records.delete().where(t.records.job_id == job_id).execute()
+            t.batches.delete().where(t.batches.job_id == job_id).execute()
+            return bool(t.jobs.delete().where(t.jobs.id == job_id).execute())
+
+        return self._retrying(delete)
+
+    def list_jobs(self, status: JobStatus | str | None = None, limit: int = 100) -> list[JobState]:
+        """Jobs, most recently started first (then by id), optionally of one status."""
+        J = self.tables.jobs
+        check_count(limit, "limit")
+        query = J.select().order_by(J.started_at.desc(nulls="LAST"), J.id).limit(limit)
+        if status is not None:
+            query = query.where(J.status == parse_job_status(status).value)
+
+        def read() -> list[JobState]:
+            rows = list(query)
+            live = self._batch_rows([r.id for r in rows if r.distributed]) if rows else {}
+            return [self._job_from_row(r, live.get(r.id)) for r in rows]
+
+        return self._read(read)
+
+
+def _no_pending() -> ClaimBatchResult:
+    return ClaimBatchResult(claimed=False, reason=ClaimFailureReason.NO_PENDING_BATCHES)
+
+
+def _claimed(job_id: str, worker_id: str, row: tuple[Any, ...], now: int) -> ClaimBatchResult:
+    batch_id, index, start, end, version = row
+    return ClaimBatchResult(
+        claimed=True,
+        reservation=BatchReservation(
+            job_id=job_id,
+            batch_id=batch_id,
+            batch_index=int(index),
+            worker_id=worker_id,
+            claimed_at=now,
+            record_start_index=int(start),
+            record_end_index=int(end),
+            version=int(version) + 1,
+        ),
+    )
+
+
+__all__ = ["PeeweeStateStore"]

@@ -1,0 +1,122 @@
+"""Fixtures: every contract test runs against each backend (memory, SQLite, MySQL, PostgreSQL)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+
+import peewee as pw
+import pytest
+from hypothesis import HealthCheck, settings
+
+from batchactions_peewee import InMemoryStateStore, PeeweeStateStore
+
+from .backends import ENV, EXAMPLE_URL, IN_CI, fresh_server_database, open_database, server_url
+
+settings.register_profile(
+    "ci",
+    max_examples=30,
+    derandomize=True,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+settings.register_profile(
+    "dev",
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if IN_CI else "dev"))
+
+SERVER_KINDS = ("mysql", "postgres")
+PEEWEE_BACKENDS = ("sqlite", *SERVER_KINDS)
+ALL_BACKENDS = ("memory", *PEEWEE_BACKENDS)
+_prefixes = itertools.count()
+
+Store = InMemoryStateStore | PeeweeStateStore
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    missing = [ENV[k] for k in SERVER_KINDS if not server_url(k)]
+    if IN_CI and missing:
+        raise pytest.UsageError(f"CI=true but {', '.join(missing)} not set: refusing to skip")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for kind in SERVER_KINDS:
+        if not server_url(kind):
+            terminalreporter.write_line(
+                f"NOTE: every {kind} test was SKIPPED: set {ENV[kind]} (e.g. {EXAMPLE_URL[kind]})",
+                yellow=True,
+            )
+
+
+@pytest.fixture(scope="session")
+def server_urls() -> Iterator[dict[str, str]]:
+    """URL of a fresh database per configured server, dropped at the end of the session."""
+    with ExitStack() as stack:
+        yield {
+            kind: stack.enter_context(fresh_server_database(kind))
+            for kind in SERVER_KINDS
+            if server_url(kind)
+        }
+
+
+@pytest.fixture
+def url_for(
+    tmp_path_factory: pytest.TempPathFactory, server_urls: dict[str, str]
+) -> Callable[[str], str]:
+    """``url_for(kind)``: a database URL for a Peewee backend (skips a server not configured)."""
+
+    def url(kind: str) -> str:
+        if kind == "sqlite":
+            return f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+        if kind not in server_urls:
+            pytest.skip(f"{kind}: set {ENV[kind]} to run this backend")
+        return server_urls[kind]
+
+    return url
+
+
+def new_prefix() -> str:
+    """A table prefix no other test of this session uses."""
+    return f"t{os.getpid()}_{next(_prefixes)}_"
+
+
+def make_store(url: str, **kwargs: object) -> tuple[PeeweeStateStore, pw.Database]:
+    """A store with fresh tables on ``url``, and its database."""
+    database = open_database(url)
+    store = PeeweeStateStore(database, table_prefix=new_prefix(), **kwargs)  # type: ignore[arg-type]
+    store.create_tables()
+    return store, database
+
+
+def _store(kind: str, url_for: Callable[[str], str]) -> Iterator[Store]:
+    if kind == "memory":
+        yield InMemoryStateStore()
+        return
+    store, database = make_store(url_for(kind))
+    try:
+        yield store
+    finally:
+        store.drop_tables()
+        database.close()
+
+
+@pytest.fixture(params=ALL_BACKENDS)
+def store(request: pytest.FixtureRequest, url_for: Callable[[str], str]) -> Iterator[Store]:
+    """A fresh, empty store on each backend, InMemoryStateStore included."""
+    yield from _store(request.param, url_for)
+
+
+@pytest.fixture(params=PEEWEE_BACKENDS)
+def peewee_store(
+    request: pytest.FixtureRequest, url_for: Callable[[str], str]
+) -> Iterator[PeeweeStateStore]:
+    """A fresh PeeweeStateStore on each database backend."""
+    for s in _store(request.param, url_for):
+        assert isinstance(s, PeeweeStateStore)
+        yield s
