@@ -49,18 +49,28 @@ def loads(value: Any) -> Any:
 
 
 def check_id(value: object, what: str, max_length: int = MAX_ID_LENGTH) -> str:
-    """An id must be a non-empty string that fits its column."""
+    """An id must be a non-empty string that fits its column and that every database can hold."""
     if not isinstance(value, str) or not value:
         raise InvalidIdentifierError(f"{what} must be a non-empty string, got {value!r}")
     if len(value) > max_length:
         raise InvalidIdentifierError(
             f"{what} is {len(value)} characters long; at most {max_length} fit: {value[:40]!r}..."
         )
+    problem = _text_problem(value)
+    if problem:
+        raise InvalidIdentifierError(f"{what} {problem}: {value!r}")
+    return value
+
+
+def _text_problem(value: str) -> str | None:
+    # PostgreSQL text cannot hold NUL; UTF-8 cannot hold lone surrogates.
+    if "\x00" in value:
+        return "holds a NUL character"
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidIdentifierError(f"{what} holds a lone surrogate: {value!r}") from None
-    return value
+        return "holds a lone surrogate"
+    return None
 
 
 def check_worker_id(value: object) -> str:
@@ -76,10 +86,9 @@ def check_count(value: object, what: str) -> int:
 
 
 def check_text(value: str | None, what: str) -> str | None:
-    """Free text must be encodable as UTF-8 (no lone surrogates)."""
+    """Free text must be encodable as UTF-8 (no lone surrogates) and hold no NUL."""
     if value is not None:
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidValueError(f"{what} holds a lone surrogate") from None
+        problem = _text_problem(value)
+        if problem:
+            raise InvalidValueError(f"{what} {problem}")
     return value

@@ -23,8 +23,6 @@ class Dialect:
     name: ClassVar[str] = "generic"
     #: Bind parameters one statement may carry.
     max_params: ClassVar[int] = 999
-    #: Table options for CREATE TABLE.
-    table_settings: ClassVar[tuple[str, ...]] = ()
     #: SQL giving the server's time in epoch milliseconds.
     now_sql: ClassVar[str | None] = None
 
@@ -36,6 +34,10 @@ class Dialect:
         """A transaction that will write. SQLite takes the write lock up front."""
         with self.database.atomic():
             yield
+
+    def table_settings(self) -> list[str]:
+        """Table options for CREATE TABLE."""
+        return []
 
     def is_transient(self, exc: BaseException) -> bool:
         """True when ``exc`` means the transaction was rolled back and may simply be re-run."""
@@ -72,10 +74,19 @@ class SqliteDialect(Dialect):
 class MySQLDialect(Dialect):
     name = "mysql"
     max_params = 65535
-    # utf8mb4 for full Unicode; a binary collation so ids compare exactly ("a" != "A").
-    table_settings = ("ENGINE=InnoDB", "DEFAULT CHARSET=utf8mb4", "COLLATE=utf8mb4_bin")
     # UTC_TIMESTAMP does not depend on the session time zone.
     now_sql = "SELECT TIMESTAMPDIFF(MICROSECOND, '1970-01-01', UTC_TIMESTAMP(6)) DIV 1000"
+
+    def table_settings(self) -> list[str]:
+        # utf8mb4 for full Unicode; a binary NO PAD collation so ids compare exactly
+        # ("a" != "A" and "a" != "a "). utf8mb4_bin pads, so it is the last resort.
+        self.database.connect(reuse_if_open=True)
+        version = self.database.server_version or (0,)
+        if version >= (10,):
+            collation = "utf8mb4_nopad_bin" if version >= (10, 2) else "utf8mb4_bin"
+        else:
+            collation = "utf8mb4_0900_bin" if version >= (8, 0, 17) else "utf8mb4_bin"
+        return ["ENGINE=InnoDB", "DEFAULT CHARSET=utf8mb4", f"COLLATE={collation}"]
 
     def is_transient(self, exc: BaseException) -> bool:
         code = _driver_code(exc)

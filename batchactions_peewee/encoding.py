@@ -6,16 +6,28 @@ exactly the same input and read back exactly the same values.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from . import codec
 from .codec import check_count, check_id, check_text, check_worker_id
-from .domain import Batch, JobState, ProcessedRecord, RecordStatus
-from .errors import DuplicateRecordError
+from .domain import Batch, BatchStatus, JobState, JobStatus, ProcessedRecord, RecordStatus
+from .errors import DuplicateRecordError, InvalidStatusError
+
+E = TypeVar("E", bound=enum.Enum)
 
 #: A record row: (jobId, batchId, recordIndex, status, raw, parsed, errors, processingError).
 RecordRow = tuple[str, str, int, str, str, str, str, "str | None"]
+
+
+def status_of(kind: type[E], value: object) -> E:
+    """``value`` as a member of the status enum ``kind``, or InvalidStatusError."""
+    try:
+        return kind(value)
+    except ValueError:
+        known = ", ".join(str(m.value) for m in kind)
+        raise InvalidStatusError(f"unknown {kind.__name__} {value!r}; known: {known}") from None
 
 
 def record_row(job_id: str, batch_id: str, record: ProcessedRecord) -> RecordRow:
@@ -25,7 +37,7 @@ def record_row(job_id: str, batch_id: str, record: ProcessedRecord) -> RecordRow
         job_id,
         batch_id,
         index,
-        RecordStatus(record.status).value,
+        status_of(RecordStatus, record.status).value,
         codec.dumps(record.raw, what=f"raw of record {index}"),
         codec.dumps(record.parsed, what=f"parsed of record {index}"),
         codec.dumps([e.to_json_dict() for e in record.errors], what=f"errors of record {index}"),
@@ -69,9 +81,11 @@ def batch_json(batch: Batch) -> dict[str, Any]:
 def check_job(job: JobState) -> tuple[str, str]:
     """Validate a job before it is written; return its (config, batches) JSON text."""
     check_id(job.id, "job id")
+    status_of(JobStatus, job.status)
     check_count(job.total_records, "total_records")
     for batch in job.batches:
         check_id(batch.id, "batch id")
+        status_of(BatchStatus, batch.status)
         check_count(batch.index, "batch index")
         if batch.worker_id is not None:
             check_worker_id(batch.worker_id)

@@ -30,7 +30,7 @@ from .domain import (
     ProcessedRecord,
     RecordStatus,
 )
-from .encoding import RecordRow, batch_json, check_job, record_from_row, record_rows
+from .encoding import RecordRow, batch_json, check_job, record_from_row, record_rows, status_of
 from .errors import InvalidInputError, InvalidStatusError, JobNotFoundError
 
 FAILED_RECORD_STATUSES = (RecordStatus.FAILED.value, RecordStatus.INVALID.value)
@@ -76,10 +76,7 @@ def is_distributed_state_store(obj: object) -> bool:
 
 def parse_job_status(status: JobStatus | str) -> JobStatus:
     """A JobStatus from its value, or InvalidStatusError."""
-    try:
-        return JobStatus(status)
-    except ValueError:
-        raise InvalidStatusError(f"unknown job status {status!r}") from None
+    return status_of(JobStatus, status)
 
 
 def js_round(value: float) -> int:
@@ -209,7 +206,7 @@ class InMemoryStateStore:
                             b.id,
                             job.id,
                             b.index,
-                            BatchStatus(b.status).value,
+                            status_of(BatchStatus, b.status).value,
                             b.worker_id,
                             b.claimed_at,
                             b.record_start_index or 0,
@@ -219,7 +216,7 @@ class InMemoryStateStore:
                         )
             self._jobs[job.id] = _JobRow(
                 job.id,
-                JobStatus(job.status).value,
+                status_of(JobStatus, job.status).value,
                 config,
                 batches,
                 job.total_records,
@@ -259,7 +256,7 @@ class InMemoryStateStore:
     def update_batch_state(self, job_id: str, batch_id: str, state: BatchState) -> None:
         check_id(job_id, "job id")
         check_id(batch_id, "batch id")
-        status = BatchStatus(state.status).value
+        status = status_of(BatchStatus, state.status).value
         processed = check_count(state.processed_count, "processed_count")
         failed = check_count(state.failed_count, "failed_count")
         with self._lock:
@@ -424,7 +421,7 @@ class InMemoryStateStore:
         failed_count: int,
         records: Iterable[ProcessedRecord] = (),
     ) -> bool:
-        status = BatchStatus(status)
+        status = status_of(BatchStatus, status)
         if status.value not in TERMINAL_BATCH_STATUSES:
             raise InvalidStatusError(
                 f"a batch completes as COMPLETED or FAILED, not {status.value}"

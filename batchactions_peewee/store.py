@@ -34,7 +34,7 @@ from .domain import (
     ProcessedRecord,
     RecordStatus,
 )
-from .encoding import RecordRow, batch_json, check_job, record_from_row, record_rows
+from .encoding import RecordRow, batch_json, check_job, record_from_row, record_rows, status_of
 from .errors import (
     InvalidInputError,
     InvalidStatusError,
@@ -100,7 +100,7 @@ class _Resolved:
         self.database = real
         self.dialect: Dialect = dialect_for(real)
         self.tables: Tables = build_tables(
-            database, prefix, table_settings=list(self.dialect.table_settings)
+            database, prefix, table_settings=self.dialect.table_settings()
         )
         self.clock: Clock | None = (
             _DatabaseClock(real, self.dialect.now_sql) if self.dialect.now_sql else None
@@ -294,7 +294,7 @@ class PeeweeStateStore:
         J = self._r.tables.jobs
         values = {
             J.id: job.id,
-            J.status: JobStatus(job.status).value,
+            J.status: status_of(JobStatus, job.status).value,
             J.config: config,
             J.batches: batches_json,
             J.total_records: job.total_records,
@@ -329,7 +329,7 @@ class PeeweeStateStore:
                 b.id,
                 job.id,
                 b.index,
-                BatchStatus(b.status).value,
+                status_of(BatchStatus, b.status).value,
                 b.worker_id,
                 b.claimed_at,
                 b.record_start_index or 0,
@@ -411,7 +411,7 @@ class PeeweeStateStore:
         the job's batch list otherwise."""
         check_id(job_id, "job id")
         check_id(batch_id, "batch id")
-        status = BatchStatus(state.status).value
+        status = status_of(BatchStatus, state.status).value
         processed = check_count(state.processed_count, "processed_count")
         failed = check_count(state.failed_count, "failed_count")
         self._retrying(lambda: self._update_batch(job_id, batch_id, status, processed, failed))
@@ -668,7 +668,7 @@ class PeeweeStateStore:
     ) -> bool:
         """Write the batch's final state and its records in one transaction, only while the
         reservation still holds; return False and write nothing otherwise."""
-        status = BatchStatus(status)
+        status = status_of(BatchStatus, status)
         if status.value not in _TERMINAL:
             raise InvalidStatusError(
                 f"a batch completes as COMPLETED or FAILED, not {status.value}"

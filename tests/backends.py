@@ -13,6 +13,7 @@ import secrets
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import peewee as pw
 from playhouse.db_url import connect
@@ -42,7 +43,9 @@ def fresh_server_database(kind: str) -> Iterator[str]:
     name = f"batchactions_test_{os.getpid()}_{secrets.token_hex(4)}"
     admin = connect(url)
     if kind == "mysql":
-        admin.execute_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")
+        admin.execute_sql(
+            f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci"
+        )
     else:
         admin.execute_sql(f'CREATE DATABASE "{name}"')
     try:
@@ -57,6 +60,14 @@ def fresh_server_database(kind: str) -> Iterator[str]:
 
 def open_database(url: str) -> pw.Database:
     """A Peewee database for ``url``; SQLite files get WAL and a busy timeout."""
+    database: pw.Database
     if url.startswith("sqlite"):
-        return connect(url, pragmas={"journal_mode": "wal", "busy_timeout": 10000}, timeout=10)
-    return connect(url)
+        database = connect(url, pragmas={"journal_mode": "wal", "busy_timeout": 10000}, timeout=10)
+    else:
+        database = connect(url)
+    return database
+
+
+def mysql_packet_limit(database: pw.Database) -> int:
+    cursor: Any = database.execute_sql("SELECT @@GLOBAL.max_allowed_packet")  # type: ignore[no-untyped-call]
+    return int(cursor.fetchone()[0])

@@ -1,0 +1,124 @@
+"""Record validation against a pydantic model class, with SPEC §4's error codes.
+
+A record that fails gets one :class:`~batchactions_peewee.domain.ValidationError` per problem
+pydantic reports: the field path joined with ``.``, pydantic's message, and a code:
+
+- ``REQUIRED``: the field is missing;
+- ``PATTERN_MISMATCH``: a string does not match its pattern or its format (date, date-time,
+  time, duration, UUID, URL, IP address);
+- ``CUSTOM_VALIDATION``: a validator of the model raised (``ValueError``, ``AssertionError``,
+  ``PydanticCustomError`` or anything else);
+- ``TYPE_MISMATCH``: every other problem (wrong type, out of range, too long, not an enum
+  member, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Any, get_args
+
+import pydantic
+from pydantic_core.core_schema import ErrorType
+
+from . import codec
+from .domain import ValidationError
+from .errors import InvalidInputError, InvalidValueError
+
+REQUIRED = "REQUIRED"
+TYPE_MISMATCH = "TYPE_MISMATCH"
+PATTERN_MISMATCH = "PATTERN_MISMATCH"
+CUSTOM_VALIDATION = "CUSTOM_VALIDATION"
+
+_PYDANTIC_ERROR_TYPES = frozenset(get_args(ErrorType))
+_FORMAT_ERROR_TYPES = frozenset(
+    {
+        "string_pattern_mismatch",
+        "date_parsing",
+        "date_from_datetime_parsing",
+        "date_from_datetime_inexact",
+        "datetime_parsing",
+        "datetime_from_date_parsing",
+        "datetime_object_invalid",
+        "time_parsing",
+        "time_delta_parsing",
+        "uuid_parsing",
+        "uuid_version",
+        "url_parsing",
+        "url_scheme",
+        "url_syntax_violation",
+    }
+)
+# pydantic's network types (IPvAnyAddress, IPv4Network, ...) raise custom errors named so.
+_FORMAT_ERROR_PREFIXES = ("ip_",)
+_VALIDATOR_ERROR_TYPES = frozenset({"value_error", "assertion_error"})
+
+
+def check_schema(schema: object) -> type[pydantic.BaseModel] | None:
+    """``schema`` must be None or a pydantic model class whose dump is a dict."""
+    if schema is None:
+        return None
+    if (
+        not isinstance(schema, type)
+        or not issubclass(schema, pydantic.BaseModel)
+        or issubclass(schema, pydantic.RootModel)
+    ):
+        raise InvalidInputError(f"schema must be a pydantic model class, got {schema!r}")
+    return schema
+
+
+def error_code(pydantic_type: str) -> str:
+    """The SPEC code for one pydantic error type."""
+    if pydantic_type == "missing":
+        return REQUIRED
+    if pydantic_type in _FORMAT_ERROR_TYPES or pydantic_type.startswith(_FORMAT_ERROR_PREFIXES):
+        return PATTERN_MISMATCH
+    if pydantic_type in _VALIDATOR_ERROR_TYPES or pydantic_type not in _PYDANTIC_ERROR_TYPES:
+        # Not one of pydantic's own types: a validator raised a PydanticCustomError.
+        return CUSTOM_VALIDATION
+    return TYPE_MISMATCH
+
+
+def utf8_text(text: str) -> str:
+    """``text`` with anything UTF-8 cannot carry (lone surrogates) replaced by ``?``."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _storable(value: Any) -> Any:
+    """The offending value when it can be stored as JSON, else None."""
+    try:
+        codec.dumps(value)
+    except InvalidValueError:
+        return None
+    return value
+
+
+def _from_pydantic(error: Any) -> ValidationError:
+    code = error_code(error["type"])
+    return ValidationError(
+        field=".".join(str(part) for part in error["loc"]),
+        message=utf8_text(error["msg"]),
+        code=code,
+        value=None if code == REQUIRED else _storable(error.get("input")),
+        severity="error",
+        metadata={"type": error["type"]},
+    )
+
+
+def validate_record(
+    schema: type[pydantic.BaseModel], data: dict[str, Any]
+) -> tuple[dict[str, Any], list[ValidationError]]:
+    """Validate ``data``: (the model's JSON-mode dump, []) or (``data``, its errors)."""
+    try:
+        return schema.model_validate(data).model_dump(mode="json"), []
+    except pydantic.ValidationError as exc:
+        return data, [_from_pydantic(e) for e in exc.errors(include_url=False)]
+    except Exception as exc:  # a validator raised something pydantic does not wrap
+        message = utf8_text(f"{type(exc).__name__}: {exc}")
+        return data, [
+            ValidationError(
+                field="",
+                message=message,
+                code=CUSTOM_VALIDATION,
+                severity="error",
+                metadata={"type": type(exc).__name__},
+            )
+        ]

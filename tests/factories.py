@@ -1,0 +1,55 @@
+"""Small builders of domain objects for the tests."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from batchactions_peewee import (
+    Batch,
+    BatchStatus,
+    JobConfig,
+    JobState,
+    JobStatus,
+    ProcessedRecord,
+    RecordStatus,
+)
+
+
+def uid(prefix: str = "") -> str:
+    return f"{prefix}{uuid.uuid4().hex[: 36 - len(prefix)]}"
+
+
+def record(index: int, status: RecordStatus | str = "pending", **kw: Any) -> ProcessedRecord:
+    data = {"n": index, "email": f"user{index}@example.com"}
+    return ProcessedRecord(index=index, raw=data, parsed=data, status=status, **kw)
+
+
+def job(
+    *,
+    batches: int = 3,
+    per_batch: int = 2,
+    distributed: bool = True,
+    status: JobStatus | str = JobStatus.PROCESSING,
+    job_id: str | None = None,
+    started_at: int | None = 1_000,
+) -> JobState:
+    jid = job_id if job_id is not None else uid("job-")
+    return JobState(
+        id=jid,
+        config=JobConfig(batch_size=per_batch),
+        status=status,
+        distributed=distributed,
+        total_records=batches * per_batch,
+        started_at=started_at,
+        batches=[
+            Batch(
+                id=uid("b-"),
+                index=i,
+                status=BatchStatus.PENDING,
+                record_start_index=i * per_batch,
+                record_end_index=(i + 1) * per_batch - 1,
+            )
+            for i in range(batches)
+        ],
+    )
