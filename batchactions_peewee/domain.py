@@ -92,9 +92,11 @@ class DomainModel(BaseModel):
     )
 
     def to_json_dict(self) -> dict[str, Any]:
-        """The TypeScript core's JSON shape: camelCase keys, unset optionals left out."""
+        """The TypeScript core's JSON shape: camelCase keys, declared optionals left out when
+        None (as ``undefined`` is in JavaScript). Unknown keys are kept as given, None too."""
         # Python mode on purpose: JSON mode would turn NaN into null; the codec rejects it.
-        return self.model_dump(by_alias=True, exclude_none=True)
+        unset = {name for name in type(self).model_fields if getattr(self, name) is None}
+        return self.model_dump(by_alias=True, exclude=unset)
 
 
 class ValidationError(DomainModel):

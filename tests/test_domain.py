@@ -166,3 +166,8 @@ def test_terminal_statuses() -> None:
         JobStatus.ABORTED,
         JobStatus.FAILED,
     }
+
+
+def test_json_form_leaves_out_unset_optionals_but_keeps_unknown_keys_even_when_null() -> None:
+    config = JobConfig.model_validate({"batchSize": 2, "custom": None, "maxRetries": None})
+    assert config.to_json_dict() == {"batchSize": 2, "custom": None}
