@@ -15,6 +15,19 @@ import peewee as pw
 
 MYSQL_TRANSIENT = {1205, 1213}  # lock wait timeout, deadlock: the transaction was rolled back
 POSTGRES_TRANSIENT = {"40001", "40P01"}  # serialization failure, deadlock detected
+# Server gone away, lost connection (x2), killed, shutting down, idle-disconnected.
+MYSQL_DISCONNECT = {2006, 2013, 2055, 1927, 1053, 4031}
+# admin shutdown (pg_terminate_backend), crash/cannot connect now, connection exceptions.
+POSTGRES_DISCONNECT = {"57P01", "57P02", "57P03", "08000", "08001", "08003", "08004", "08006"}
+_POSTGRES_DISCONNECT_WORDS = (
+    "server closed the connection",
+    "connection already closed",
+    "terminating connection",
+    "could not connect",
+    "connection not open",
+    "no connection to the server",
+    "ssl connection has been closed",
+)
 
 
 class Dialect:
@@ -43,6 +56,11 @@ class Dialect:
         """True when ``exc`` means the transaction was rolled back and may simply be re-run."""
         return False
 
+    def is_disconnect(self, exc: BaseException) -> bool:
+        """True when ``exc`` means the connection is gone. Whether a COMMIT in flight landed
+        is then unknown: callers re-run only writes that are idempotent or verifiable."""
+        return False
+
     def supports_skip_locked(self) -> bool:
         """``SELECT ... FOR UPDATE SKIP LOCKED`` is available on this server."""
         return False
@@ -65,9 +83,10 @@ class SqliteDialect(Dialect):
                 yield
 
     def is_transient(self, exc: BaseException) -> bool:
-        message = str(exc).lower()
-        return isinstance(exc, pw.OperationalError) and (
-            "database is locked" in message or "database is busy" in message
+        return any(
+            "database is locked" in str(e).lower() or "database is busy" in str(e).lower()
+            for e in _chain(exc)
+            if isinstance(e, (pw.OperationalError, sqlite3.OperationalError))
         )
 
 
@@ -89,8 +108,13 @@ class MySQLDialect(Dialect):
         return ["ENGINE=InnoDB", "DEFAULT CHARSET=utf8mb4", f"COLLATE={collation}"]
 
     def is_transient(self, exc: BaseException) -> bool:
-        code = _driver_code(exc)
-        return isinstance(code, int) and code in MYSQL_TRANSIENT
+        return any(code in MYSQL_TRANSIENT for code in _driver_codes(exc))
+
+    def is_disconnect(self, exc: BaseException) -> bool:
+        if any(code in MYSQL_DISCONNECT for code in _driver_codes(exc)):
+            return True
+        # PyMySQL raises InterfaceError(0, "") for any use of a connection it knows is closed.
+        return any(type(e).__name__ == "InterfaceError" and e.args[:1] == (0,) for e in _chain(exc))
 
     def supports_skip_locked(self) -> bool:
         version = self.database.server_version or (0,)
@@ -104,22 +128,45 @@ class PostgresDialect(Dialect):
     now_sql = "SELECT FLOOR(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint"
 
     def is_transient(self, exc: BaseException) -> bool:
-        return _driver_code(exc) in POSTGRES_TRANSIENT
+        return any(code in POSTGRES_TRANSIENT for code in _driver_codes(exc))
+
+    def is_disconnect(self, exc: BaseException) -> bool:
+        if any(code in POSTGRES_DISCONNECT for code in _driver_codes(exc)):
+            return True
+        return any(
+            type(e).__name__ in ("OperationalError", "InterfaceError")
+            and any(w in str(e).lower() for w in _POSTGRES_DISCONNECT_WORDS)
+            for e in _chain(exc)
+        )
 
     def supports_skip_locked(self) -> bool:
         return True
 
 
-def _driver_code(exc: BaseException) -> object:
-    """The driver's error code behind a Peewee exception (MySQL errno or SQLSTATE)."""
-    orig = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc
-    for attribute in ("pgcode", "sqlstate"):
-        code = getattr(orig, attribute, None)
-        if code:
-            return code
-    if orig.args and isinstance(orig.args[0], int):
-        return orig.args[0]
-    return None
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions behind it. Peewee re-raises driver errors with the driver's
+    exception as context, and a failed rollback hides the original error the same way."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo.extend((e.__cause__, e.__context__))
+        todo.extend(a for a in e.args[:1] if isinstance(a, BaseException))
+
+
+def _driver_codes(exc: BaseException) -> Iterator[object]:
+    """Every driver error code found behind ``exc``: MySQL errno or SQLSTATE."""
+    for e in _chain(exc):
+        for attribute in ("pgcode", "sqlstate"):
+            code = getattr(e, attribute, None)
+            if code:
+                yield code
+        if e.args and isinstance(e.args[0], int):
+            yield e.args[0]
 
 
 def dialect_for(database: pw.Database) -> Dialect:

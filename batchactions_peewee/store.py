@@ -8,6 +8,7 @@ coordination (claim, fenced completion, heartbeat, reclaim, finalize) are groupe
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -170,43 +171,62 @@ class PeeweeStateStore:
         clock = self._r.clock
         return clock() if clock is not None else int(time.time() * 1000)
 
-    def _retrying(self, operation: Callable[[], T], *, transaction: bool = True) -> T:
+    def _retrying(
+        self,
+        operation: Callable[[], T],
+        *,
+        transaction: bool = True,
+        recover: Callable[[], T | None] | None = None,
+    ) -> T:
         """Run ``operation`` (in a write transaction), re-running it after transient errors.
 
-        Only errors after which the database has rolled the whole transaction back are
-        retried (SQLite busy, MySQL deadlock / lock wait timeout, PostgreSQL serialization
-        failure / deadlock), so a re-run never doubles a write. Inside a caller's own
-        transaction nothing is retried: the caller's transaction is what failed.
+        Retried: errors after which the database rolled the whole transaction back (SQLite
+        busy, MySQL deadlock / lock wait timeout, PostgreSQL serialization failure /
+        deadlock), and lost connections. After a lost connection a COMMIT may have landed
+        unseen, so ``recover`` (when given) first checks whether it did and returns that
+        outcome; every other operation is idempotent (upserts keyed by job and record index,
+        updates that set values). Inside a caller's own transaction nothing is retried: the
+        caller's transaction is what failed.
         """
         r = self._r
         nested = r.database.in_transaction()
-        attempt = 0
+        attempt, check_landed = 0, False
         while True:
             try:
+                if check_landed and recover is not None:
+                    landed = recover()
+                    if landed is not None:
+                        return landed
                 if not transaction:
                     return operation()
                 with r.dialect.write_transaction():
                     return operation()
-            except pw.DatabaseError as exc:
+            except (pw.DatabaseError, pw.InterfaceError) as exc:
                 attempt += 1
-                if nested or attempt >= _MAX_ATTEMPTS or not r.dialect.is_transient(exc):
+                disconnected = r.dialect.is_disconnect(exc)
+                if nested or attempt >= _MAX_ATTEMPTS:
                     raise
+                if not (disconnected or r.dialect.is_transient(exc)):
+                    raise
+                if disconnected:
+                    self._drop_connection()
+                    check_landed = True
             time.sleep(backoff_delay(attempt))
+
+    def _drop_connection(self) -> None:
+        """Forget this thread's dead connection; the next query opens a new one."""
+        with contextlib.suppress(Exception):  # a dead connection may fail to close: it is gone
+            self._r.database.close()
 
     def _read(self, operation: Callable[[], T]) -> T:
         """Run several reads in one transaction, so they see one consistent state."""
         r = self._r
-        nested = r.database.in_transaction()
-        attempt = 0
-        while True:
-            try:
-                with r.database.atomic():
-                    return operation()
-            except pw.DatabaseError as exc:
-                attempt += 1
-                if nested or attempt >= _MAX_ATTEMPTS or not r.dialect.is_transient(exc):
-                    raise
-            time.sleep(backoff_delay(attempt))
+
+        def in_transaction() -> T:
+            with r.database.atomic():
+                return operation()
+
+        return self._retrying(in_transaction, transaction=False)
 
     def _chunks(self, rows: Sequence[tuple[Any, ...]], columns: int) -> Iterator[Sequence[Any]]:
         """Split a bulk write to the dialect's parameter limit and a few MiB per statement."""
@@ -496,16 +516,46 @@ class PeeweeStateStore:
         check_id(job_id, "job id")
         check_worker_id(worker_id)
         r = self._r
+        stamps: list[int] = []  # claim times tried: a lost connection may hide a won claim
+
+        def landed() -> ClaimBatchResult | None:
+            return self._claim_landed(job_id, worker_id, stamps[-1]) if stamps else None
+
         if r.dialect.name == "sqlite":
             # One IMMEDIATE transaction holds SQLite's only write lock: nobody can race us.
-            return self._retrying(lambda: self._claim_cas(job_id, worker_id))
+            return self._retrying(
+                lambda: self._claim_cas(job_id, worker_id, stamps), recover=landed
+            )
         if r.skip_locked() and not self.force_cas_claim:
-            result = self._retrying(lambda: self._claim_skip_locked(job_id, worker_id))
+            result = self._retrying(
+                lambda: self._claim_skip_locked(job_id, worker_id, stamps), recover=landed
+            )
             if result is not None:
                 return result
             # Every PENDING row we saw was locked by an in-flight claim: let the
             # compare-and-set path wait for those and give the definitive answer.
-        return self._retrying(lambda: self._claim_cas(job_id, worker_id), transaction=False)
+        return self._retrying(
+            lambda: self._claim_cas(job_id, worker_id, stamps), transaction=False, recover=landed
+        )
+
+    def _claim_landed(self, job_id: str, worker_id: str, stamp: int) -> ClaimBatchResult | None:
+        """The claim this worker made at ``stamp`` if it committed unseen, else None."""
+        B = self._r.tables.batches
+        row = (
+            self._pending_columns()
+            .where(
+                B.job_id == job_id,
+                B.worker_id == worker_id,
+                B.claimed_at == stamp,
+                B.status == BatchStatus.PROCESSING.value,
+            )
+            .tuples()
+            .first()
+        )
+        if row is None:
+            return None
+        batch_id, index, start, end, version = row
+        return _claimed(job_id, worker_id, (batch_id, index, start, end, int(version) - 1), stamp)
 
     def _job_status(self, job_id: str) -> ClaimFailureReason | None:
         J = self._r.tables.jobs
@@ -536,15 +586,21 @@ class PeeweeStateStore:
             .execute()
         )
 
+    def _pending_columns(self) -> Any:
+        B = self._r.tables.batches
+        return B.select(B.id, B.batch_index, B.record_start_index, B.record_end_index, B.version)
+
     def _pending_query(self, job_id: str) -> Any:
         B = self._r.tables.batches
         return (
-            B.select(B.id, B.batch_index, B.record_start_index, B.record_end_index, B.version)
+            self._pending_columns()
             .where(B.job_id == job_id, B.status == BatchStatus.PENDING.value)
             .order_by(B.batch_index)
         )
 
-    def _claim_skip_locked(self, job_id: str, worker_id: str) -> ClaimBatchResult | None:
+    def _claim_skip_locked(
+        self, job_id: str, worker_id: str, stamps: list[int]
+    ) -> ClaimBatchResult | None:
         # Inside one transaction: FOR UPDATE SKIP LOCKED hands each claimer a different row,
         # so claimers do not queue behind each other on the lowest PENDING batch.
         failure = self._job_status(job_id)
@@ -554,11 +610,12 @@ class PeeweeStateStore:
         if row is None:
             return None if self._pending_query(job_id).exists() else _no_pending()
         now = self.now()
+        stamps.append(now)
         if not self._take(job_id, worker_id, row, now):
             return None
         return _claimed(job_id, worker_id, row, now)
 
-    def _claim_cas(self, job_id: str, worker_id: str) -> ClaimBatchResult:
+    def _claim_cas(self, job_id: str, worker_id: str, stamps: list[int]) -> ClaimBatchResult:
         # Portable path: read candidates, take the first whose version still matches. Each
         # loss means another worker took that batch, so the loop ends when batches run out.
         while True:
@@ -569,6 +626,7 @@ class PeeweeStateStore:
             if not candidates:
                 return _no_pending()
             now = self.now()
+            stamps.append(now)
             for row in candidates:
                 if self._take(job_id, worker_id, row, now):
                     return _claimed(job_id, worker_id, row, now)
@@ -698,7 +756,18 @@ class PeeweeStateStore:
                 self._upsert_records(rows)
             return True
 
-        return self._retrying(complete)
+        def landed() -> bool | None:
+            # The fenced UPDATE and the records commit together: the state proves both.
+            done = B.select().where(
+                B.id == reservation.batch_id,
+                B.job_id == reservation.job_id,
+                B.worker_id == reservation.worker_id,
+                B.version == reservation.version + 1,
+                B.status == status.value,
+            )
+            return True if done.exists() else None
+
+        return self._retrying(complete, recover=landed)
 
     def try_finalize_job(self, job_id: str) -> bool:
         """Finish the job: True for exactly one caller, when the job is PROCESSING, has at
@@ -711,8 +780,11 @@ class PeeweeStateStore:
         def batches_where(*conditions: Any) -> Any:
             return B.select(pw.SQL("1")).where(B.job_id == job_id, *conditions)
 
+        stamps: list[int] = []
+
         def finalize() -> bool:
             now = self.now()
+            stamps.append(now)
             # One conditional UPDATE decides: the row moves out of PROCESSING once, so the
             # row count is 1 for exactly one caller.
             final = pw.Case(
@@ -743,7 +815,18 @@ class PeeweeStateStore:
             ).execute()
             return True
 
-        return self._retrying(finalize)
+        def landed() -> bool | None:
+            # completedAt carries our stamp only if our UPDATE won and committed unseen.
+            if not stamps:
+                return None
+            won = J.select().where(
+                J.id == job_id,
+                J.status.in_([JobStatus.COMPLETED.value, JobStatus.FAILED.value]),
+                J.completed_at == stamps[-1],
+            )
+            return True if won.exists() else None
+
+        return self._retrying(finalize, recover=landed)
 
     # -- DistributedStateStore port: records and status -----------------------------------
 
