@@ -48,5 +48,9 @@ class InvalidTransitionError(BatchActionsError):
     """A job status change that the lifecycle does not allow."""
 
 
+class SchemaMismatchError(BatchActionsError):
+    """A table with one of our names exists but does not have our columns."""
+
+
 class StorageError(BatchActionsError):
     """The database failed in a way that retrying did not fix."""

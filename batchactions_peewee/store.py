@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import peewee as pw
 
@@ -40,6 +40,7 @@ from .errors import (
     InvalidInputError,
     InvalidStatusError,
     JobNotFoundError,
+    SchemaMismatchError,
 )
 from .ports import distributed_status_of, parse_job_status, progress_of
 from .tables import Tables, build_tables, check_table_prefix, unwrap
@@ -245,19 +246,53 @@ class PeeweeStateStore:
     def create_tables(self) -> None:
         """Create the three tables and their indexes where missing (idempotent).
 
-        A table that exists, ours or one the TypeScript adapters created, is left as it is.
+        A table that exists, ours or one the TypeScript adapters created, is left as it is,
+        provided it has every column we use; an index is created only if no index of that
+        name or of those columns exists. Safe to run from several processes at once.
         """
-        r = self._r
-        for model in r.tables.all:
-            if r.database.table_exists(model._meta.table_name):
-                continue
-            try:
-                with r.database.atomic():
-                    model.create_table(safe=False)
-            except pw.DatabaseError:
-                # Another process may have created it between our check and our CREATE.
-                if not r.database.table_exists(model._meta.table_name):
-                    raise
+        for model in self._r.tables.all:
+            self._create_table(model)
+            for index in model._meta.fields_to_index():
+                self._create_index(model, index)
+
+    def _create_table(self, model: type[pw.Model]) -> None:
+        database, name = self._r.database, model._meta.table_name
+        if database.table_exists(name):
+            self._check_columns(model)
+            return
+        try:
+            model.create_table(safe=False)
+        except pw.DatabaseError:
+            if not database.table_exists(name):  # else another process got there first
+                raise
+
+    def _create_index(self, model: type[pw.Model], index: Any) -> None:
+        database, name = self._r.database, model._meta.table_name
+        columns = [f.column_name for f in index._expressions]
+
+        def present() -> bool:
+            return any(
+                i.name == index._name or i.columns == columns for i in database.get_indexes(name)
+            )
+
+        if present():
+            return
+        try:
+            query: Any = cast(Any, model)._schema._create_index(index)
+            database.execute(query)  # type: ignore[no-untyped-call]
+        except pw.DatabaseError:
+            if not present():  # else another process got there first
+                raise
+
+    def _check_columns(self, model: type[pw.Model]) -> None:
+        table = model._meta.table_name
+        found = {c.name for c in self._r.database.get_columns(table)}
+        missing = [f.column_name for f in model._meta.sorted_fields if f.column_name not in found]
+        if missing:
+            raise SchemaMismatchError(
+                f"table {table!r} exists but lacks columns {missing}: it is not a batchactions "
+                "table (choose another table_prefix) or needs `batchactions-peewee migrate`"
+            )
 
     def drop_tables(self) -> None:
         """Drop the three tables where present (idempotent)."""
