@@ -24,13 +24,32 @@ from .ports import (
     is_distributed_state_store,
 )
 from .store import PeeweeStateStore
+from .worker import (
+    BatchClaimed,
+    BatchCompleted,
+    BatchFailed,
+    BatchResult,
+    JobCompleted,
+    LeaseLost,
+    PrepareResult,
+    ProcessingContext,
+    RecordFailed,
+    Worker,
+    WorkerEvent,
+    WorkerSummary,
+    prepare_job,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Batch",
     "BatchActionsError",
+    "BatchClaimed",
+    "BatchCompleted",
+    "BatchFailed",
     "BatchReservation",
+    "BatchResult",
     "BatchState",
     "BatchStatus",
     "ClaimBatchResult",
@@ -38,14 +57,23 @@ __all__ = [
     "DistributedJobStatus",
     "DistributedStateStore",
     "InMemoryStateStore",
+    "JobCompleted",
     "JobConfig",
     "JobProgress",
     "JobState",
     "JobStatus",
+    "LeaseLost",
     "PeeweeStateStore",
+    "PrepareResult",
     "ProcessedRecord",
+    "ProcessingContext",
+    "RecordFailed",
     "RecordStatus",
     "StateStore",
     "ValidationError",
+    "Worker",
+    "WorkerEvent",
+    "WorkerSummary",
     "is_distributed_state_store",
+    "prepare_job",
 ]

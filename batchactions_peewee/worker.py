@@ -1,0 +1,854 @@
+"""prepare_job and Worker: split a source into batches, then process them from many workers.
+
+``prepare_job`` streams any iterable of dicts into a distributed job: one bulk insert per
+batch, so memory stays flat whatever the source's size. Any number of :class:`Worker` s, in
+any number of processes or machines, then share the job through the store: each claims a
+batch, validates and processes its records, and writes the results with the store's fenced
+``complete_batch``, so a worker whose lease was taken over cannot overwrite the new owner.
+
+Processing is at least once: a batch whose worker died is processed again from its first
+record by the worker that reclaims it, so a processor with side effects should be idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import peewee as pw
+import pydantic
+
+from .codec import check_id, check_worker_id
+from .domain import (
+    Batch,
+    BatchReservation,
+    BatchStatus,
+    ClaimFailureReason,
+    JobConfig,
+    JobState,
+    JobStatus,
+    ProcessedRecord,
+    RecordStatus,
+)
+from .errors import InvalidInputError, InvalidValueError, JobExistsError, JobNotFoundError
+from .ports import DistributedStateStore
+from .validation import check_schema, utf8_text, validate_record
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerStore(DistributedStateStore, Protocol):
+    """What a worker needs: the DistributedStateStore port plus the fenced lease methods
+    that both ``PeeweeStateStore`` and ``InMemoryStateStore`` have."""
+
+    def heartbeat(self, reservation: BatchReservation) -> bool: ...
+    def complete_batch(
+        self,
+        reservation: BatchReservation,
+        *,
+        status: BatchStatus = BatchStatus.COMPLETED,
+        processed_count: int,
+        failed_count: int,
+        records: Iterable[ProcessedRecord] = (),
+    ) -> bool: ...
+
+
+# -- results and events ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PrepareResult:
+    """What ``prepare_job`` wrote: the job id, its record count and its batch count."""
+
+    job_id: str
+    total_records: int
+    total_batches: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessingContext:
+    """Where the record given to the processor sits in its job.
+
+    ``lease_lost`` is set once the worker knows another worker may own the batch: a long
+    processor may check it and give up early (its result would be discarded anyway).
+    """
+
+    job_id: str
+    batch_id: str
+    batch_index: int
+    record_index: int
+    total_records: int
+    lease_lost: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """The outcome of ``Worker.process_next``.
+
+    ``processed_count`` / ``failed_count`` count what this worker wrote (invalid records
+    count as failed; nothing is written when the lease was lost). ``job_complete`` is True
+    when every batch of the job is COMPLETED or FAILED (or the job had none and is done).
+    Beyond SPEC: ``retries`` (processor retries made), ``lease_lost``, ``finalized`` (this
+    call finalized the job) and ``reason`` (why nothing was claimed).
+    """
+
+    claimed: bool
+    job_id: str
+    batch_id: str | None = None
+    batch_index: int | None = None
+    processed_count: int = 0
+    failed_count: int = 0
+    job_complete: bool = False
+    retries: int = 0
+    lease_lost: bool = False
+    finalized: bool = False
+    reason: ClaimFailureReason | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSummary:
+    """The outcome of ``Worker.run``: batches written, records processed and failed by this
+    worker, and whether it was the one worker that finalized the job. Beyond SPEC:
+    ``retries`` and ``leases_lost`` (batches abandoned because another worker took them)."""
+
+    job_id: str
+    worker_id: str
+    batches: int
+    processed: int
+    failed: int
+    finalized: bool
+    retries: int = 0
+    leases_lost: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerEvent:
+    """Base of the events a worker passes to ``on_event``."""
+
+    job_id: str
+    worker_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class BatchClaimed(WorkerEvent):
+    """The worker claimed a batch and is about to process it."""
+
+    batch_id: str
+    batch_index: int
+    record_start_index: int
+    record_end_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class BatchCompleted(WorkerEvent):
+    """A batch was written as COMPLETED (some of its records may have failed)."""
+
+    batch_id: str
+    batch_index: int
+    processed_count: int
+    failed_count: int
+    retries: int
+    elapsed_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class BatchFailed(WorkerEvent):
+    """A batch was written as FAILED: a record failed and ``continue_on_error`` is False."""
+
+    batch_id: str
+    batch_index: int
+    processed_count: int
+    failed_count: int
+    retries: int
+    elapsed_ms: int
+    record_index: int
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFailed(WorkerEvent):
+    """A record failed validation (status invalid) or processing (status failed)."""
+
+    batch_id: str
+    batch_index: int
+    record_index: int
+    status: RecordStatus
+    error: str
+    retry_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseLost(WorkerEvent):
+    """Another worker may own the batch now: this worker's results were not written."""
+
+    batch_id: str
+    batch_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobCompleted(WorkerEvent):
+    """This worker finalized the job; its summary as ``get_progress`` reports it."""
+
+    status: JobStatus
+    total: int
+    processed: int
+    failed: int
+    elapsed_ms: int
+
+
+Processor = Callable[[dict[str, Any], ProcessingContext], object]
+EventHandler = Callable[[WorkerEvent], object]
+
+
+# -- prepare_job ----------------------------------------------------------------------
+
+
+def prepare_job(
+    store: DistributedStateStore,
+    records: Iterable[Mapping[str, Any]],
+    *,
+    batch_size: int = 500,
+    job_id: str | None = None,
+    config: JobConfig | Mapping[str, Any] | None = None,
+    schema: type[pydantic.BaseModel] | None = None,
+) -> PrepareResult:
+    """Stream ``records`` (dicts) into batches of ``batch_size`` and leave a PROCESSING
+    distributed job that workers can share.
+
+    Memory stays flat: one batch is held at a time and written with one bulk insert. The
+    job id is a new uuid4 unless ``job_id`` is given; an id that exists raises
+    ``JobExistsError`` and writes nothing. ``config`` supplies further settings (kept as
+    given); its batch size is replaced by ``batch_size`` and, when ``schema`` (a pydantic
+    model class) is given, its schema by the model's JSON Schema. An empty source gives a
+    job that is already COMPLETED, with no batches.
+
+    The job is saved as CREATED first and becomes PROCESSING, with all its batches, in one
+    final write; a crash before then leaves a job that workers refuse to claim
+    (JOB_NOT_PROCESSING). Bad input (a record that is not a dict, a value with no JSON
+    form) raises the store's error (``InvalidInputError`` / ``InvalidValueError``); the
+    partly written job is then deleted when the store can (``delete_job``). Two concurrent
+    calls with the same explicit ``job_id`` are not detected reliably: don't make them.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    job_id = check_id(job_id if job_id is not None else str(uuid.uuid4()), "job id")
+    job_config = _job_config(config, batch_size, check_schema(schema))
+    if store.get_job_state(job_id) is not None:
+        raise JobExistsError(f"job {job_id!r} already exists")
+    store.save_job_state(JobState(id=job_id, config=job_config, status=JobStatus.CREATED))
+    try:
+        batches, total = _write_batches(store, job_id, records, batch_size)
+        now = _now(store)
+        store.save_job_state(
+            JobState(
+                id=job_id,
+                config=job_config,
+                # Only this write makes the job claimable, and it carries every batch.
+                status=JobStatus.PROCESSING if batches else JobStatus.COMPLETED,
+                batches=batches,
+                total_records=total,
+                started_at=now,
+                completed_at=None if batches else now,
+                distributed=True,
+            )
+        )
+    except BaseException:
+        _discard(store, job_id)
+        raise
+    return PrepareResult(job_id=job_id, total_records=total, total_batches=len(batches))
+
+
+def _job_config(
+    config: JobConfig | Mapping[str, Any] | None,
+    batch_size: int,
+    schema: type[pydantic.BaseModel] | None,
+) -> JobConfig:
+    if config is None:
+        data: dict[str, Any] = {}
+    elif isinstance(config, JobConfig):
+        data = config.model_dump(by_alias=True, exclude_none=True)
+    elif isinstance(config, Mapping):
+        # Through JobConfig once, so snake_case and camelCase keys land on the same field.
+        given = {k: v for k, v in config.items() if k not in ("batch_size", "batchSize")}
+        data = _validated_config({"batchSize": batch_size, **given}).model_dump(
+            by_alias=True, exclude_none=True
+        )
+    else:
+        raise InvalidInputError(f"config must be a JobConfig or a dict, got {config!r}")
+    data["batchSize"] = batch_size
+    if schema is not None:
+        try:
+            data["schema"] = schema.model_json_schema()
+        except pydantic.PydanticUserError as exc:
+            raise InvalidInputError(f"schema {schema.__name__} has no JSON Schema: {exc}") from None
+    return _validated_config(data)
+
+
+def _validated_config(data: dict[str, Any]) -> JobConfig:
+    try:
+        return JobConfig.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise InvalidInputError(f"config is not a valid JobConfig: {exc}") from None
+
+
+def _write_batches(
+    store: DistributedStateStore,
+    job_id: str,
+    records: Iterable[Mapping[str, Any]],
+    batch_size: int,
+) -> tuple[list[Batch], int]:
+    batches: list[Batch] = []
+    chunk: list[ProcessedRecord] = []
+
+    def flush() -> None:
+        batch = Batch(
+            id=str(uuid.uuid4()),
+            index=len(batches),
+            status=BatchStatus.PENDING,
+            record_start_index=chunk[0].index,
+            record_end_index=chunk[-1].index,
+        )
+        store.save_batch_records(job_id, batch.id, chunk)
+        batches.append(batch)
+        chunk.clear()
+
+    total = 0
+    for record in records:
+        chunk.append(_pending_record(total, record))
+        total += 1
+        if len(chunk) == batch_size:
+            flush()
+    if chunk:
+        flush()
+    return batches, total
+
+
+def _pending_record(index: int, record: object) -> ProcessedRecord:
+    if not isinstance(record, Mapping):
+        raise InvalidInputError(f"record {index} is a {type(record).__name__}, not a dict")
+    try:
+        return ProcessedRecord(index=index, raw=record, parsed=record, status=RecordStatus.PENDING)
+    except pydantic.ValidationError as exc:  # e.g. a key that is not a string
+        raise InvalidValueError(f"record {index} cannot be stored as JSON: {exc}") from None
+
+
+def _discard(store: DistributedStateStore, job_id: str) -> None:
+    delete = getattr(store, "delete_job", None)
+    if delete is None:
+        return
+    try:
+        delete(job_id)
+    except Exception:
+        logger.exception("could not delete the partly prepared job %s", job_id)
+
+
+def _now(store: object) -> int:
+    """The store's clock (both stores have ``now()``), else this machine's, in epoch ms."""
+    now = getattr(store, "now", None)
+    return int(now()) if callable(now) else int(time.time() * 1000)
+
+
+# -- Worker ---------------------------------------------------------------------------
+
+
+def default_worker_id() -> str:
+    """Host, pid and a random suffix: unique per worker, at most 128 characters."""
+    host = socket.gethostname()[:80] or "worker"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+class _Lease:
+    """Renews a reservation from a daemon thread every ``interval_s`` until closed.
+
+    ``lost`` is set once a renewal is refused (the batch was reclaimed). A renewal that
+    raises (say, the database is briefly unreachable) is logged and tried again.
+    """
+
+    def __init__(self, store: WorkerStore, reservation: BatchReservation, interval_s: float):
+        self.lost = threading.Event()
+        self._store = store
+        self._reservation = reservation
+        self._interval_s = interval_s
+        self._closed = threading.Event()
+        self._thread = threading.Thread(
+            target=self._renew, name=f"lease-{reservation.batch_id}", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join()
+
+    def _renew(self) -> None:
+        try:
+            while not self._closed.wait(self._interval_s):
+                try:
+                    held = self._store.heartbeat(self._reservation)
+                except Exception:
+                    logger.warning("lease renewal failed; trying again", exc_info=True)
+                    continue
+                if not held:
+                    self.lost.set()
+                    return
+        finally:
+            _close_thread_connection(self._store)
+
+
+def _close_thread_connection(store: object) -> None:
+    # Peewee keeps one connection per thread: close the one this thread opened, if any.
+    database = getattr(store, "database", None)
+    if isinstance(database, (pw.Database, pw.DatabaseProxy)):
+        try:
+            if not database.is_closed():
+                database.close()
+        except Exception:
+            logger.debug("could not close the lease thread's connection", exc_info=True)
+
+
+@dataclass
+class _BatchWork:
+    """What processing one batch's records produced."""
+
+    records: list[ProcessedRecord] = field(default_factory=list)
+    processed: int = 0
+    failed: int = 0
+    retries: int = 0
+    failure: ProcessedRecord | None = None  # the record that failed the batch
+    lease_lost: bool = False
+
+
+class Worker:
+    """Claims a job's batches one at a time, validates and processes their records, and
+    writes the results, until no batch is left.
+
+    ``processor(record, context)`` gets each record's parsed data (validated by ``schema``,
+    a pydantic model class, when given) and a :class:`ProcessingContext`. An exception
+    fails the record after ``max_retries`` retries, waiting ``retry_delay_ms * 2**(n-1)``
+    before retry n. With ``continue_on_error=False`` the first failed (or invalid) record
+    ends its batch as FAILED; its later records stay pending and the job ends FAILED.
+
+    The worker renews its lease from a background thread every ``lease_timeout_ms / 3``;
+    batches whose lease is older than ``lease_timeout_ms`` are reclaimed by idle workers.
+    ``on_event`` receives :class:`WorkerEvent` s; an exception it raises is logged and
+    ignored. ``sleep`` (seconds) replaces the retry wait, for tests. Settings come from
+    these arguments only, not from the job's config.
+    """
+
+    def __init__(
+        self,
+        store: WorkerStore,
+        processor: Processor,
+        *,
+        worker_id: str | None = None,
+        schema: type[pydantic.BaseModel] | None = None,
+        continue_on_error: bool = True,
+        max_retries: int = 0,
+        retry_delay_ms: int = 1000,
+        lease_timeout_ms: int = 300_000,
+        on_event: EventHandler | None = None,
+        sleep: Callable[[float], object] | None = None,
+    ) -> None:
+        missing = [
+            name
+            for name in ("claim_batch", "get_batch_records", "heartbeat", "complete_batch")
+            if not callable(getattr(store, name, None))
+        ]
+        if missing:
+            raise InvalidInputError(f"the store lacks {', '.join(missing)}")
+        if not callable(processor):
+            raise InvalidInputError(f"processor must be callable, got {processor!r}")
+        self.store = store
+        self.processor = processor
+        self.worker_id = check_worker_id(
+            worker_id if worker_id is not None else default_worker_id()
+        )
+        self.schema = check_schema(schema)
+        self.continue_on_error = bool(continue_on_error)
+        self.max_retries = _non_negative(max_retries, "max_retries")
+        self.retry_delay_ms = _non_negative(retry_delay_ms, "retry_delay_ms")
+        self.lease_timeout_ms = _non_negative(lease_timeout_ms, "lease_timeout_ms")
+        if self.lease_timeout_ms == 0:
+            raise InvalidValueError("lease_timeout_ms must be positive")
+        self.on_event = on_event
+        self._sleep = sleep
+        self._stopping = threading.Event()
+        self._total_records: dict[str, int] = {}
+
+    # -- public ---------------------------------------------------------------------------
+
+    def run(self, job_id: str) -> WorkerSummary:
+        """Process batches of ``job_id`` until none is left, then finalize the job.
+
+        When no batch is PENDING, stale batches (lease older than ``lease_timeout_ms``) are
+        reclaimed and processed. While other workers still hold live batches the worker
+        waits, polling, so that it can take over a batch whose worker dies; it returns once
+        every batch is COMPLETED or FAILED, when the job is not PROCESSING (not prepared
+        yet, paused, finished), or after ``stop()``. Raises JobNotFoundError for an unknown
+        job.
+        """
+        check_id(job_id, "job id")
+        batches = processed = failed = retries = leases_lost = 0
+        finalized = False
+        try:
+            while not self._stopping.is_set():
+                result = self.process_next(job_id)
+                finalized = finalized or result.finalized
+                if result.claimed:
+                    if result.lease_lost:
+                        leases_lost += 1
+                    else:
+                        batches += 1
+                    processed += result.processed_count
+                    failed += result.failed_count
+                    retries += result.retries
+                    continue
+                if result.reason == ClaimFailureReason.JOB_NOT_PROCESSING:
+                    break
+                status = self.store.get_distributed_status(job_id)
+                if status.pending_batches:
+                    continue
+                if not status.processing_batches:
+                    break
+                # Other workers hold live batches: wait for them to finish or go stale.
+                self._stopping.wait(self._poll_interval_s)
+            finalized = self._finalize(job_id) or finalized
+        finally:
+            self._stopping.clear()
+        return WorkerSummary(
+            job_id=job_id,
+            worker_id=self.worker_id,
+            batches=batches,
+            processed=processed,
+            failed=failed,
+            finalized=finalized,
+            retries=retries,
+            leases_lost=leases_lost,
+        )
+
+    def process_next(self, job_id: str) -> BatchResult:
+        """Claim one batch (reclaiming stale ones when none is PENDING), process it, write
+        its results and try to finalize the job. Raises JobNotFoundError for an unknown job.
+        """
+        claim = self.store.claim_batch(job_id, self.worker_id)
+        if (
+            claim.reason == ClaimFailureReason.NO_PENDING_BATCHES
+            and self.store.reclaim_stale_batches(job_id, self.lease_timeout_ms)
+        ):
+            claim = self.store.claim_batch(job_id, self.worker_id)
+        if claim.reservation is None:
+            if claim.reason == ClaimFailureReason.JOB_NOT_FOUND:
+                raise JobNotFoundError(f"job {job_id!r} does not exist")
+            finalized = claim.reason == ClaimFailureReason.NO_PENDING_BATCHES and self._finalize(
+                job_id
+            )
+            return BatchResult(
+                claimed=False,
+                job_id=job_id,
+                job_complete=self._job_complete(job_id),
+                finalized=finalized,
+                reason=claim.reason,
+            )
+        return self._process_batch(claim.reservation)
+
+    def stop(self) -> None:
+        """Ask ``run`` to return after the batch in hand (safe from any thread)."""
+        self._stopping.set()
+
+    # -- one batch ------------------------------------------------------------------------
+
+    def _process_batch(self, res: BatchReservation) -> BatchResult:
+        started = time.monotonic()
+        self._emit(
+            BatchClaimed(
+                res.job_id,
+                self.worker_id,
+                res.batch_id,
+                res.batch_index,
+                res.record_start_index,
+                res.record_end_index,
+            )
+        )
+        lease = _Lease(self.store, res, self.lease_timeout_ms / 3000)
+        written = False
+        try:
+            try:
+                records = self.store.get_batch_records(res.job_id, res.batch_id)
+                work = self._process_records(res, records, lease.lost)
+            finally:
+                lease.close()
+            if not work.lease_lost:
+                status = BatchStatus.COMPLETED if work.failure is None else BatchStatus.FAILED
+                written = self.store.complete_batch(
+                    res,
+                    status=status,
+                    processed_count=work.processed,
+                    failed_count=work.failed,
+                    records=work.records,
+                )
+                work.lease_lost = not written
+        finally:
+            if not written:
+                self._release(res)
+        if work.lease_lost:
+            logger.warning("lost the lease on batch %s; its results were not written", res.batch_id)
+            self._emit(LeaseLost(res.job_id, self.worker_id, res.batch_id, res.batch_index))
+            return BatchResult(
+                claimed=True,
+                job_id=res.job_id,
+                batch_id=res.batch_id,
+                batch_index=res.batch_index,
+                job_complete=self._job_complete(res.job_id),
+                retries=work.retries,
+                lease_lost=True,
+            )
+        self._emit_batch_done(res, work, _elapsed_ms(started))
+        finalized = self._finalize(res.job_id)
+        return BatchResult(
+            claimed=True,
+            job_id=res.job_id,
+            batch_id=res.batch_id,
+            batch_index=res.batch_index,
+            processed_count=work.processed,
+            failed_count=work.failed,
+            job_complete=finalized or self._job_complete(res.job_id),
+            retries=work.retries,
+            finalized=finalized,
+        )
+
+    def _process_records(
+        self, res: BatchReservation, records: list[ProcessedRecord], lease_lost: threading.Event
+    ) -> _BatchWork:
+        work = _BatchWork()
+        total = self._total(res.job_id)
+        for record in records:
+            if lease_lost.is_set():
+                work.lease_lost = True
+                return work
+            context = ProcessingContext(
+                res.job_id, res.batch_id, res.batch_index, record.index, total, lease_lost
+            )
+            result = self._process_record(record, context)
+            if result is None:  # the lease was lost while waiting to retry
+                work.lease_lost = True
+                return work
+            work.records.append(result)
+            work.retries += result.retry_count or 0
+            if result.status == RecordStatus.PROCESSED:
+                work.processed += 1
+                continue
+            work.failed += 1
+            self._emit_record_failed(res, result)
+            if not self.continue_on_error:
+                work.failure = result
+                break
+        return work
+
+    def _process_record(
+        self, record: ProcessedRecord, context: ProcessingContext
+    ) -> ProcessedRecord | None:
+        """Validate and process one record; None when the lease is lost mid-retry.
+
+        Every record of the batch is processed, whatever its stored status: results are
+        only ever written together with the batch's final state, so a claimed batch holds
+        no result that could be kept (at-least-once processing).
+        """
+        parsed: dict[str, Any] = record.raw
+        if self.schema is not None:
+            parsed, errors = validate_record(self.schema, record.raw)
+            if errors:
+                return ProcessedRecord(
+                    index=record.index,
+                    raw=record.raw,
+                    parsed=parsed,
+                    status=RecordStatus.INVALID,
+                    errors=errors,
+                )
+        attempt = 0
+        while True:
+            try:
+                self.processor(parsed, context)
+            except Exception as exc:
+                if attempt >= self.max_retries:
+                    return ProcessedRecord(
+                        index=record.index,
+                        raw=record.raw,
+                        parsed=parsed,
+                        status=RecordStatus.FAILED,
+                        processing_error=utf8_text(str(exc) or type(exc).__name__),
+                        retry_count=attempt,
+                    )
+                attempt += 1
+                logger.debug("record %d failed (%s); retry %d", record.index, exc, attempt)
+                self._wait(self.retry_delay_ms * 2 ** (attempt - 1) / 1000, context.lease_lost)
+                if context.lease_lost.is_set():
+                    return None
+                continue
+            return ProcessedRecord(
+                index=record.index,
+                raw=record.raw,
+                parsed=parsed,
+                status=RecordStatus.PROCESSED,
+                retry_count=attempt,
+            )
+
+    def _wait(self, seconds: float, lease_lost: threading.Event) -> None:
+        if self._sleep is not None:
+            self._sleep(seconds)
+        else:
+            lease_lost.wait(seconds)  # wakes early when the lease is lost
+
+    def _release(self, res: BatchReservation) -> None:
+        # Hand the batch back at once (an exception escaped, or the write was refused);
+        # acts only while this worker still holds it.
+        try:
+            self.store.release_batch(res.job_id, res.batch_id, self.worker_id)
+        except Exception:
+            logger.exception("could not release batch %s", res.batch_id)
+
+    # -- job level ------------------------------------------------------------------------
+
+    def _total(self, job_id: str) -> int:
+        total = self._total_records.get(job_id)
+        if total is None:
+            job = self.store.get_job_state(job_id)
+            if job is None:
+                raise JobNotFoundError(f"job {job_id!r} does not exist")
+            total = self._total_records[job_id] = job.total_records
+        return total
+
+    def _job_complete(self, job_id: str) -> bool:
+        status = self.store.get_distributed_status(job_id)
+        if status.total_batches:
+            return status.is_complete
+        job = self.store.get_job_state(job_id)  # no batches: an empty source
+        return job is not None and job.status == JobStatus.COMPLETED
+
+    def _finalize(self, job_id: str) -> bool:
+        if not self.store.try_finalize_job(job_id):
+            return False
+        logger.info("worker %s finalized job %s", self.worker_id, job_id)
+        if self.on_event is not None:
+            try:
+                job = self.store.get_job_state(job_id)
+                progress = self.store.get_progress(job_id)
+            except Exception:
+                logger.exception("job %s finalized, but its summary could not be read", job_id)
+            else:
+                self._emit(
+                    JobCompleted(
+                        job_id,
+                        self.worker_id,
+                        job.status if job is not None else JobStatus.COMPLETED,
+                        progress.total_records,
+                        progress.processed_records,
+                        progress.failed_records,
+                        progress.elapsed_ms,
+                    )
+                )
+        return True
+
+    # -- events ---------------------------------------------------------------------------
+
+    def _emit(self, event: WorkerEvent) -> None:
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(event)
+        except Exception:
+            logger.exception("on_event raised for %s; ignored", type(event).__name__)
+
+    def _emit_record_failed(self, res: BatchReservation, record: ProcessedRecord) -> None:
+        if self.on_event is None:
+            return
+        self._emit(
+            RecordFailed(
+                res.job_id,
+                self.worker_id,
+                res.batch_id,
+                res.batch_index,
+                record.index,
+                record.status,
+                _record_error(record),
+                record.retry_count or 0,
+            )
+        )
+
+    def _emit_batch_done(self, res: BatchReservation, work: _BatchWork, elapsed_ms: int) -> None:
+        if work.failure is None:
+            self._emit(
+                BatchCompleted(
+                    res.job_id,
+                    self.worker_id,
+                    res.batch_id,
+                    res.batch_index,
+                    work.processed,
+                    work.failed,
+                    work.retries,
+                    elapsed_ms,
+                )
+            )
+            return
+        self._emit(
+            BatchFailed(
+                res.job_id,
+                self.worker_id,
+                res.batch_id,
+                res.batch_index,
+                work.processed,
+                work.failed,
+                work.retries,
+                elapsed_ms,
+                work.failure.index,
+                _record_error(work.failure),
+            )
+        )
+
+    @property
+    def _poll_interval_s(self) -> float:
+        # Often enough to take over a dead worker's batch soon after its lease ends.
+        return min(1.0, max(0.05, self.lease_timeout_ms / 10_000))
+
+
+def _non_negative(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidValueError(f"{what} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _record_error(record: ProcessedRecord) -> str:
+    """A failed record's processing error, or its validation errors in one line."""
+    if record.processing_error is not None:
+        return record.processing_error
+    return "; ".join(f"{e.field}: {e.message}" if e.field else e.message for e in record.errors)
+
+
+def _elapsed_ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+__all__ = [
+    "BatchClaimed",
+    "BatchCompleted",
+    "BatchFailed",
+    "BatchResult",
+    "JobCompleted",
+    "LeaseLost",
+    "PrepareResult",
+    "ProcessingContext",
+    "Processor",
+    "RecordFailed",
+    "Worker",
+    "WorkerEvent",
+    "WorkerStore",
+    "WorkerSummary",
+    "default_worker_id",
+    "prepare_job",
+]
