@@ -44,7 +44,12 @@ def loads(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray, memoryview)):
         value = bytes(value).decode("utf-8")
     if isinstance(value, str):
-        return json.loads(value)
+        value = json.loads(value)
+    if isinstance(value, str):
+        # Our JSON columns hold objects and arrays only. A string means JSON text stored as
+        # a JSON string: Prisma does that with the JSON.stringify output state-prisma gives
+        # it (state-prisma's parseJson decodes twice too).
+        value = json.loads(value)
     return value
 
 

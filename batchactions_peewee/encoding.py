@@ -92,3 +92,14 @@ def check_job(job: JobState) -> tuple[str, str]:
     config = codec.dumps(job.config.to_json_dict(), what="job config")
     batches = codec.dumps([batch_json(b) for b in job.batches], what="job batches")
     return config, batches
+
+
+def set_batch_in_list(
+    batches: list[dict[str, Any]], batch_id: str, status: str, processed: int, failed: int
+) -> bool:
+    """Set one batch's status and counts in a job row's JSON list; False if it is not there."""
+    for batch in batches:
+        if batch.get("id") == batch_id:
+            batch.update(status=status, processedCount=processed, failedCount=failed)
+            return True
+    return False

@@ -30,7 +30,15 @@ from .domain import (
     ProcessedRecord,
     RecordStatus,
 )
-from .encoding import RecordRow, batch_json, check_job, record_from_row, record_rows, status_of
+from .encoding import (
+    RecordRow,
+    batch_json,
+    check_job,
+    record_from_row,
+    record_rows,
+    set_batch_in_list,
+    status_of,
+)
 from .errors import InvalidInputError, InvalidStatusError, JobNotFoundError
 
 FAILED_RECORD_STATUSES = (RecordStatus.FAILED.value, RecordStatus.INVALID.value)
@@ -261,23 +269,19 @@ class InMemoryStateStore:
         failed = check_count(state.failed_count, "failed_count")
         with self._lock:
             b = self._batches.get(batch_id)
-            if b is not None and b.job_id == job_id:
-                b.status, b.processed, b.failed, b.version = (
-                    status,
-                    processed,
-                    failed,
-                    b.version + 1,
-                )
-                return
+            changed = b is not None and b.job_id == job_id
+            if b is not None and changed:
+                b.status, b.processed, b.failed = status, processed, failed
+                b.version += 1
             job = self._jobs.get(job_id)
             if job is None:
+                if changed:
+                    return
                 raise JobNotFoundError(f"job {job_id!r} does not exist")
             batches = codec.loads(job.batches)
-            for item in batches:
-                if item.get("id") == batch_id:
-                    item.update(status=status, processedCount=processed, failedCount=failed)
-                    break
-            else:
+            if not set_batch_in_list(batches, batch_id, status, processed, failed):
+                if changed:
+                    return
                 raise InvalidInputError(f"job {job_id!r} has no batch {batch_id!r}")
             job.batches = codec.dumps(batches)
 

@@ -35,7 +35,15 @@ from .domain import (
     ProcessedRecord,
     RecordStatus,
 )
-from .encoding import RecordRow, batch_json, check_job, record_from_row, record_rows, status_of
+from .encoding import (
+    RecordRow,
+    batch_json,
+    check_job,
+    record_from_row,
+    record_rows,
+    set_batch_in_list,
+    status_of,
+)
 from .errors import (
     InvalidInputError,
     InvalidStatusError,
@@ -483,20 +491,21 @@ class PeeweeStateStore:
             .where(B.id == batch_id, B.job_id == job_id)
             .execute()
         )
-        if changed:
-            return
+        # The job row's JSON list follows too, as the TypeScript adapters keep it: their
+        # getJobState and getProgress read batches from it. The row lock keeps concurrent
+        # updates of one job's list from losing each other.
         query = J.select(J.batches).where(J.id == job_id)
         if self._r.dialect.name != "sqlite":
             query = query.for_update()  # SQLite's write lock is already held (BEGIN IMMEDIATE)
         row = query.first()
         if row is None:
+            if changed:
+                return
             raise JobNotFoundError(f"job {job_id!r} does not exist")
         batches = codec.loads(row.batches) or []
-        for batch in batches:
-            if batch.get("id") == batch_id:
-                batch.update(status=status, processedCount=processed, failedCount=failed)
-                break
-        else:
+        if not set_batch_in_list(batches, batch_id, status, processed, failed):
+            if changed:
+                return  # a batch the list does not hold: the batches table is the truth
             raise InvalidInputError(f"job {job_id!r} has no batch {batch_id!r}")
         J.update(batches=codec.dumps(batches)).where(J.id == job_id).execute()
 
