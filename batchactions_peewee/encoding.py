@@ -12,8 +12,16 @@ from typing import Any, TypeVar
 
 from . import codec
 from .codec import check_count, check_id, check_text, check_worker_id
-from .domain import Batch, BatchStatus, JobState, JobStatus, ProcessedRecord, RecordStatus
-from .errors import DuplicateRecordError, InvalidStatusError
+from .domain import (
+    Batch,
+    BatchReservation,
+    BatchStatus,
+    JobState,
+    JobStatus,
+    ProcessedRecord,
+    RecordStatus,
+)
+from .errors import DuplicateRecordError, InvalidInputError, InvalidStatusError
 
 E = TypeVar("E", bound=enum.Enum)
 
@@ -103,3 +111,30 @@ def set_batch_in_list(
             batch.update(status=status, processedCount=processed, failedCount=failed)
             return True
     return False
+
+
+_FAILED = (RecordStatus.FAILED.value, RecordStatus.INVALID.value)
+
+
+def check_completion_counts(
+    reservation: BatchReservation, rows: list[RecordRow], processed: int, failed: int
+) -> None:
+    """When a completion carries every record of its batch, its counts must be theirs.
+
+    A distributed job's progress sums the batches' counters, so counts that disagree with
+    the records would make progress disagree with ``get_processed_records`` and friends.
+    """
+    wanted = range(reservation.record_start_index, reservation.record_end_index + 1)
+    statuses = {row[2]: row[3] for row in rows}
+    if not wanted or any(i not in statuses for i in wanted):
+        return
+    actual = (
+        sum(1 for i in wanted if statuses[i] == RecordStatus.PROCESSED.value),
+        sum(1 for i in wanted if statuses[i] in _FAILED),
+    )
+    if actual != (processed, failed):
+        raise InvalidInputError(
+            f"batch {reservation.batch_id!r}: processed_count={processed}, "
+            f"failed_count={failed}, but its records say {actual[0]} processed and "
+            f"{actual[1]} failed or invalid"
+        )

@@ -33,6 +33,7 @@ from .domain import (
 from .encoding import (
     RecordRow,
     batch_json,
+    check_completion_counts,
     check_job,
     record_from_row,
     record_rows,
@@ -93,11 +94,17 @@ def js_round(value: float) -> int:
     return floor + 1 if value - floor >= 0.5 else floor
 
 
-def progress_of(job: JobState, counts: dict[str, int], now: int) -> JobProgress:
-    """SPEC §3 progress from a job and its record counts by status."""
-    total = job.total_records
-    processed = counts.get(RecordStatus.PROCESSED.value, 0)
-    failed = sum(counts.get(s, 0) for s in FAILED_RECORD_STATUSES)
+def progress_of(
+    *,
+    total: int,
+    processed: int,
+    failed: int,
+    completed_batches: int,
+    total_batches: int,
+    started_at: int | None,
+    now: int,
+) -> JobProgress:
+    """SPEC §3 progress from a job's record and batch counts."""
     done = processed + failed
     return JobProgress(
         total_records=total,
@@ -107,10 +114,23 @@ def progress_of(job: JobState, counts: dict[str, int], now: int) -> JobProgress:
         # Computed as the TypeScript core does, (done / total) * 100 in doubles, so both
         # report the same number for the same job.
         percentage=js_round(done / total * 100) if total else 0,
-        current_batch=sum(1 for b in job.batches if b.status == BatchStatus.COMPLETED),
-        total_batches=len(job.batches),
-        elapsed_ms=max(0, now - job.started_at) if job.started_at is not None else 0,
+        current_batch=completed_batches,
+        total_batches=total_batches,
+        elapsed_ms=max(0, now - started_at) if started_at is not None else 0,
         estimated_remaining_ms=None,
+    )
+
+
+def progress_from_records(job: JobState, counts: dict[str, int], now: int) -> JobProgress:
+    """Progress of a job whose batches live in its JSON list, from record counts by status."""
+    return progress_of(
+        total=job.total_records,
+        processed=counts.get(RecordStatus.PROCESSED.value, 0),
+        failed=sum(counts.get(s, 0) for s in FAILED_RECORD_STATUSES),
+        completed_batches=sum(1 for b in job.batches if b.status == BatchStatus.COMPLETED),
+        total_batches=len(job.batches),
+        started_at=job.started_at,
+        now=now,
     )
 
 
@@ -309,15 +329,32 @@ class InMemoryStateStore:
         return self._select(job_id, lambda r: r[3] == RecordStatus.PROCESSED.value)
 
     def get_progress(self, job_id: str) -> JobProgress:
+        check_id(job_id, "job id")
         with self._lock:
-            job = self.get_job_state(job_id)
-            if job is None:
+            row = self._jobs.get(job_id)
+            if row is None:
                 raise JobNotFoundError(f"job {job_id!r} does not exist")
+            batches = self._job_batches(job_id) if row.distributed else []
+            if batches:
+                # As PeeweeStateStore: a distributed job's counts are its batches' counters.
+                return progress_of(
+                    total=row.total_records,
+                    processed=sum(b.processed for b in batches),
+                    failed=sum(b.failed for b in batches),
+                    completed_batches=sum(
+                        1 for b in batches if b.status == BatchStatus.COMPLETED.value
+                    ),
+                    total_batches=len(batches),
+                    started_at=row.started_at,
+                    now=self.now(),
+                )
+            job = self.get_job_state(job_id)
+            assert job is not None
             counts: dict[str, int] = {}
-            for row in self._records.values():
-                if row[0] == job_id:
-                    counts[row[3]] = counts.get(row[3], 0) + 1
-        return progress_of(job, counts, self.now())
+            for record in self._records.values():
+                if record[0] == job_id:
+                    counts[record[3]] = counts.get(record[3], 0) + 1
+        return progress_from_records(job, counts, self.now())
 
     # -- DistributedStateStore ----------------------------------------------------------
 
@@ -434,6 +471,7 @@ class InMemoryStateStore:
         check_count(failed_count, "failed_count")
         r = reservation
         rows = record_rows(r.job_id, r.batch_id, records)
+        check_completion_counts(r, rows, processed_count, failed_count)
         with self._lock:
             b = self._held(r.job_id, r.batch_id, r.worker_id, r.version)
             if b is None:

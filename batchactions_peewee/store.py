@@ -38,6 +38,7 @@ from .domain import (
 from .encoding import (
     RecordRow,
     batch_json,
+    check_completion_counts,
     check_job,
     record_from_row,
     record_rows,
@@ -50,7 +51,12 @@ from .errors import (
     JobNotFoundError,
     SchemaMismatchError,
 )
-from .ports import distributed_status_of, parse_job_status, progress_of
+from .ports import (
+    distributed_status_of,
+    parse_job_status,
+    progress_from_records,
+    progress_of,
+)
 from .tables import Tables, build_tables, check_table_prefix, unwrap
 
 T = TypeVar("T")
@@ -564,12 +570,55 @@ class PeeweeStateStore:
         )
 
     def get_progress(self, job_id: str) -> JobProgress:
-        """Counts and timing of a job as SPEC §3 defines them."""
+        """Counts and timing of a job as SPEC §3 defines them.
+
+        A distributed job's counts are the sums of its batches' counters, which the fenced
+        ``complete_batch`` (and ``update_batch_state``) write, so the cost grows with the
+        number of batches, not of records. A batch's records count once its completion is
+        written. Other jobs count their records by status.
+        """
         check_id(job_id, "job id")
-        job, counts = self._read(lambda: (self._load_job(job_id), self._record_counts(job_id)))
-        if job is None:
+        return self._read(lambda: self._progress(job_id))
+
+    def _progress(self, job_id: str) -> JobProgress:
+        t = self._r.tables
+        J, B = t.jobs, t.batches
+        head = (
+            J.select(J.total_records, J.started_at, J.distributed)
+            .where(J.id == job_id)
+            .tuples()
+            .first()
+        )
+        if head is None:
             raise JobNotFoundError(f"job {job_id!r} does not exist")
-        return progress_of(job, counts, self.now())
+        total, started_at, distributed = head
+        if distributed:
+            completed = pw.Case(None, [(B.status == BatchStatus.COMPLETED.value, 1)], 0)
+            sums: Any = (
+                B.select(
+                    pw.fn.COUNT(B.id),
+                    pw.fn.SUM(completed),
+                    pw.fn.SUM(B.processed_count),
+                    pw.fn.SUM(B.failed_count),
+                )
+                .where(B.job_id == job_id)
+                .tuples()
+                .first()
+            )
+            batches, completed_batches, processed, failed = (int(v or 0) for v in sums)
+            if batches:
+                return progress_of(
+                    total=int(total),
+                    processed=processed,
+                    failed=failed,
+                    completed_batches=completed_batches,
+                    total_batches=batches,
+                    started_at=None if started_at is None else int(started_at),
+                    now=self.now(),
+                )
+        job = self._load_job(job_id)
+        assert job is not None
+        return progress_from_records(job, self._record_counts(job_id), self.now())
 
     def _record_counts(self, job_id: str) -> dict[str, int]:
         R = self._r.tables.records
@@ -810,6 +859,7 @@ class PeeweeStateStore:
         check_count(processed_count, "processed_count")
         check_count(failed_count, "failed_count")
         rows = record_rows(reservation.job_id, reservation.batch_id, records)
+        check_completion_counts(reservation, rows, processed_count, failed_count)
         where = self._holds(reservation)
         B = self.tables.batches
 
