@@ -1,0 +1,315 @@
+"""CSV and JSON Lines files read as a stream of rows, one line at a time.
+
+Memory stays flat whatever the file's size. A row that cannot be read (a broken JSON line, a
+CSV row with the wrong number of fields, bytes that are not UTF-8, a number JSON text cannot
+hold) does not stop the file: it comes out as a :class:`SourceRow` whose ``error`` says what
+is wrong, and :meth:`SourceRow.as_record` turns it into a *bad-row record*
+``{"_line": n, "_raw": text, "_error": message}``. The command line stores every row as a
+record and validates with :func:`with_source_errors`, so each bad row ends up as an
+``invalid`` record carrying its error and its text. Only a CSV file without a usable header
+is refused as a whole (:class:`SourceError`).
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import csv
+import json
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, cast
+
+import pydantic
+from pydantic_core import PydanticCustomError
+
+from . import codec
+from .errors import BatchActionsError, InvalidValueError
+
+FORMATS = ("csv", "jsonl")
+_EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+#: The keys of a bad-row record, exactly these three.
+LINE_KEY, RAW_KEY, ERROR_KEY = "_line", "_raw", "_error"
+_BAD_ROW_KEYS = frozenset({LINE_KEY, RAW_KEY, ERROR_KEY})
+
+
+class SourceError(BatchActionsError):
+    """The file cannot be read at all: missing, unreadable, or a CSV file without a header."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRow:
+    """One row of a file: its data, or the error that kept it from being read.
+
+    ``line`` is the 1-based number of the line the row starts on. For a bad row ``data`` is
+    None and ``text`` holds the row as read, undecodable bytes escaped as ``\\xNN``.
+    """
+
+    line: int
+    data: dict[str, Any] | None
+    error: str | None = None
+    text: str | None = None
+
+    def as_record(self) -> dict[str, Any]:
+        """The dict to store: the row's data, or the bad-row record for a bad row."""
+        if self.data is not None:
+            return self.data
+        return {LINE_KEY: self.line, RAW_KEY: self.text or "", ERROR_KEY: self.error}
+
+
+def source_error(record: object) -> str | None:
+    """The error of a bad-row record (a dict of exactly ``_line``, ``_raw``, ``_error``)."""
+    if isinstance(record, Mapping) and record.keys() == _BAD_ROW_KEYS:
+        error = record[ERROR_KEY]
+        return error if isinstance(error, str) else str(error)
+    return None
+
+
+# -- validation ---------------------------------------------------------------------------
+
+
+class AnyRecord(pydantic.BaseModel):
+    """Accepts any dict as it is: the schema used when the user names none."""
+
+    model_config = pydantic.ConfigDict(extra="allow")
+
+
+def _reject_bad_rows(cls: type[pydantic.BaseModel], data: Any) -> Any:
+    error = source_error(data)
+    if error is not None:
+        raise PydanticCustomError("source_error", "{error}", {"error": error})
+    return data
+
+
+def with_source_errors(schema: type[pydantic.BaseModel] | None) -> type[pydantic.BaseModel]:
+    """``schema`` (or :class:`AnyRecord`) that also rejects bad-row records.
+
+    A bad-row record then fails validation with one error carrying the row's own message
+    (code CUSTOM_VALIDATION), so the worker stores it as ``invalid`` instead of handing it
+    to the processor. Every other record validates exactly as ``schema`` says.
+    """
+    base = schema if schema is not None else AnyRecord
+    validator = pydantic.model_validator(mode="before")(_reject_bad_rows)
+    model: type[pydantic.BaseModel] = pydantic.create_model(
+        base.__name__,
+        __base__=base,
+        __module__=base.__module__,
+        __validators__={"reject_bad_rows": cast(Any, validator)},
+    )
+    return model
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+def detect_format(path: str) -> str | None:
+    """``csv`` or ``jsonl`` from the file's extension (.csv, .jsonl, .ndjson), else None."""
+    return _EXTENSIONS.get(Path(path).suffix.lower())
+
+
+@contextlib.contextmanager
+def open_source(
+    path: str, file_format: str, *, delimiter: str = ","
+) -> Iterator[Iterator[SourceRow]]:
+    """Open ``path`` (``-`` is standard input) and yield its rows as a stream.
+
+    A CSV header is read at once, so a file without one fails here, before anything is
+    written. Raises :class:`SourceError` with a one-line message.
+    """
+    if file_format not in FORMATS:
+        raise SourceError(f"unknown format {file_format!r}; known: {', '.join(FORMATS)}")
+    stream: IO[bytes]
+    try:
+        stream = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        if file_format == "csv":
+            yield read_csv(stream, delimiter=delimiter, name=path)
+        else:
+            yield read_jsonl(stream)
+    except OSError as exc:
+        raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from None
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+class _Lines:
+    """A binary stream's lines as text, counting them and keeping those of the current row.
+
+    ``csv.reader`` pulls exactly the lines one record needs, so after each record
+    ``take()`` returns that record's own text and the first decoding problem in it.
+    """
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self.number = 0  # lines read so far
+        self.first = 1  # the line the current row starts on
+        self._taken: list[str] = []
+        self._problem: str | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        data = self._stream.readline()
+        if not data:
+            raise StopIteration
+        self.number += 1
+        if self.number == 1 and data.startswith(codecs.BOM_UTF8):
+            data = data[len(codecs.BOM_UTF8) :]
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            text = data.decode("utf-8", "backslashreplace")
+            if self._problem is None:
+                self._problem = (
+                    f"line {self.number}: not UTF-8 "
+                    f"(byte 0x{data[exc.start]:02x} at position {exc.start + 1})"
+                )
+        if not self._taken:
+            self.first = self.number
+        self._taken.append(text)
+        return text
+
+    def take(self) -> tuple[int, str, str | None]:
+        """(first line, text, decoding problem) of the lines read since the last take."""
+        text = "".join(self._taken).rstrip("\r\n")
+        taken = (self.first, text, self._problem)
+        self._taken.clear()
+        self._problem = None
+        return taken
+
+
+def _bad(line: int, text: str, error: str) -> SourceRow:
+    return SourceRow(line=line, data=None, error=error, text=text)
+
+
+def read_csv(
+    stream: IO[bytes], *, delimiter: str = ",", name: str = "the file"
+) -> Iterator[SourceRow]:
+    """Rows of a CSV file whose first non-blank line is the header, as dicts of strings.
+
+    The header is read now: an empty file, an empty or duplicate column name or an
+    unreadable header raises :class:`SourceError`. Blank lines and rows whose every cell is
+    empty are skipped. Cells are kept as the strings they are (an empty cell is ``""``).
+    """
+    lines = _Lines(stream)
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
+    header = _header(reader, lines, name)
+    return _csv_rows(reader, lines, header)
+
+
+def _header(reader: Any, lines: _Lines, name: str) -> list[str]:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            raise SourceError(f"{name} is empty: a CSV file starts with a header line") from None
+        except csv.Error as exc:
+            raise SourceError(f"{name}: cannot read the header: {exc}") from None
+        line, _, problem = lines.take()
+        if problem:
+            raise SourceError(f"{name}: cannot read the header: {problem}")
+        if row:
+            break
+    header = [cell.strip() for cell in row]
+    if not any(header):
+        raise SourceError(f"{name}: the header (line {line}) is empty")
+    for position, column in enumerate(header, start=1):
+        if not column:
+            raise SourceError(f"{name}: column {position} of the header (line {line}) has no name")
+    duplicates = sorted({c for c in header if header.count(c) > 1})
+    if duplicates:
+        raise SourceError(f"{name}: the header (line {line}) repeats {', '.join(duplicates)}")
+    return header
+
+
+def _csv_rows(reader: Any, lines: _Lines, header: list[str]) -> Iterator[SourceRow]:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            line, text, _ = lines.take()
+            yield _bad(line, text, f"line {line}: {exc}")
+            continue
+        line, text, problem = lines.take()
+        if problem:
+            yield _bad(line, text, problem)
+        elif not any(row):
+            continue  # a blank line, or a row of empty cells
+        elif len(row) != len(header):
+            yield _bad(
+                line,
+                text,
+                f"line {line}: {len(row)} fields where the header has {len(header)}",
+            )
+        else:
+            yield SourceRow(line=line, data=dict(zip(header, row, strict=True)))
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def read_jsonl(stream: IO[bytes]) -> Iterator[SourceRow]:
+    """Rows of a JSON Lines file: one JSON object per line; blank lines are skipped."""
+    lines = _Lines(stream)
+    for _ in lines:
+        line, text, problem = lines.take()
+        if not text.strip():
+            continue
+        if problem:
+            yield _bad(line, text, problem)
+            continue
+        try:
+            value = json.loads(text, parse_constant=_no_constants)
+        except json.JSONDecodeError as exc:
+            yield _bad(line, text, f"line {line}: not JSON: {exc.msg} at column {exc.colno}")
+            continue
+        except (ValueError, RecursionError) as exc:
+            yield _bad(line, text, f"line {line}: not JSON: {exc or type(exc).__name__}")
+            continue
+        if not isinstance(value, dict):
+            kind = "an array" if isinstance(value, list) else f"a {_json_kind(value)}"
+            yield _bad(line, text, f"line {line}: {kind}, not a JSON object")
+            continue
+        try:
+            codec.dumps(value)  # e.g. 1e999 (infinite) or a lone surrogate "\ud800"
+        except InvalidValueError as exc:
+            yield _bad(line, text, f"line {line}: {exc}")
+            continue
+        yield SourceRow(line=line, data=value)
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, str):
+        return "string"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    return "number"
+
+
+__all__ = [
+    "ERROR_KEY",
+    "FORMATS",
+    "LINE_KEY",
+    "RAW_KEY",
+    "AnyRecord",
+    "SourceError",
+    "SourceRow",
+    "detect_format",
+    "open_source",
+    "read_csv",
+    "read_jsonl",
+    "source_error",
+    "with_source_errors",
+]

@@ -1,0 +1,1 @@
+"""Examples for the batchactions-peewee command line (see docs/cli.md)."""
