@@ -1,1 +1,1 @@
-"""Examples for the batchactions-peewee command line (see docs/cli.md)."""
+"""Examples for the batchactions-peewee command line (see README.md, "Command line")."""
