@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Iterator
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import peewee as pw
 
@@ -64,6 +64,15 @@ class Dialect:
     def supports_skip_locked(self) -> bool:
         """``SELECT ... FOR UPDATE SKIP LOCKED`` is available on this server."""
         return False
+
+    def transaction_id(self) -> object:
+        """An id of the current transaction the server can later say was committed or not
+        (None where it cannot)."""
+        return None
+
+    def committed(self, transaction: object) -> bool | None:
+        """Whether ``transaction`` committed; None when the server cannot tell."""
+        return None
 
 
 class SqliteDialect(Dialect):
@@ -141,6 +150,18 @@ class PostgresDialect(Dialect):
 
     def supports_skip_locked(self) -> bool:
         return True
+
+    def transaction_id(self) -> object:
+        cursor: Any = self.database.execute_sql("SELECT txid_current()")  # type: ignore[no-untyped-call]
+        return int(cursor.fetchone()[0])
+
+    def committed(self, transaction: object) -> bool | None:
+        if not isinstance(transaction, int):
+            return None
+        cursor: Any = self.database.execute_sql(  # type: ignore[no-untyped-call]
+            "SELECT txid_status(%s)", (transaction,)
+        )
+        return {"committed": True, "aborted": False}.get(cursor.fetchone()[0])
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:

@@ -641,46 +641,46 @@ class PeeweeStateStore:
         check_id(job_id, "job id")
         check_worker_id(worker_id)
         r = self._r
-        stamps: list[int] = []  # claim times tried: a lost connection may hide a won claim
+        # The last UPDATE tried: a lost connection may hide that it landed.
+        attempts: list[tuple[tuple[Any, ...], int]] = []
 
         def landed() -> ClaimBatchResult | None:
-            return self._claim_landed(job_id, worker_id, stamps[-1]) if stamps else None
+            return self._claim_landed(job_id, worker_id, *attempts[-1]) if attempts else None
 
         if r.dialect.name == "sqlite":
             # One IMMEDIATE transaction holds SQLite's only write lock: nobody can race us.
             return self._retrying(
-                lambda: self._claim_cas(job_id, worker_id, stamps), recover=landed
+                lambda: self._claim_cas(job_id, worker_id, attempts), recover=landed
             )
         if r.skip_locked() and not self.force_cas_claim:
             result = self._retrying(
-                lambda: self._claim_skip_locked(job_id, worker_id, stamps), recover=landed
+                lambda: self._claim_skip_locked(job_id, worker_id, attempts), recover=landed
             )
             if result is not None:
                 return result
             # Every PENDING row we saw was locked by an in-flight claim: let the
             # compare-and-set path wait for those and give the definitive answer.
         return self._retrying(
-            lambda: self._claim_cas(job_id, worker_id, stamps), transaction=False, recover=landed
+            lambda: self._claim_cas(job_id, worker_id, attempts), transaction=False, recover=landed
         )
 
-    def _claim_landed(self, job_id: str, worker_id: str, stamp: int) -> ClaimBatchResult | None:
-        """The claim this worker made at ``stamp`` if it committed unseen, else None."""
+    def _claim_landed(
+        self, job_id: str, worker_id: str, row: tuple[Any, ...], now: int
+    ) -> ClaimBatchResult | None:
+        """The claim of ``row`` at ``now`` if it committed unseen, else None.
+
+        Exact: only that UPDATE moves that batch to that version with this worker and stamp.
+        """
         B = self._r.tables.batches
-        row = (
-            self._pending_columns()
-            .where(
-                B.job_id == job_id,
-                B.worker_id == worker_id,
-                B.claimed_at == stamp,
-                B.status == BatchStatus.PROCESSING.value,
-            )
-            .tuples()
-            .first()
+        batch_id, _, _, _, version = row
+        taken = B.select().where(
+            B.id == batch_id,
+            B.version == version + 1,
+            B.worker_id == worker_id,
+            B.claimed_at == now,
+            B.status == BatchStatus.PROCESSING.value,
         )
-        if row is None:
-            return None
-        batch_id, index, start, end, version = row
-        return _claimed(job_id, worker_id, (batch_id, index, start, end, int(version) - 1), stamp)
+        return _claimed(job_id, worker_id, row, now) if taken.exists() else None
 
     def _job_status(self, job_id: str) -> ClaimFailureReason | None:
         J = self._r.tables.jobs
@@ -691,7 +691,14 @@ class PeeweeStateStore:
             return ClaimFailureReason.JOB_NOT_PROCESSING
         return None
 
-    def _take(self, job_id: str, worker_id: str, row: tuple[Any, ...], now: int) -> bool:
+    def _take(
+        self,
+        job_id: str,
+        worker_id: str,
+        row: tuple[Any, ...],
+        now: int,
+        attempts: list[tuple[tuple[Any, ...], int]],
+    ) -> bool:
         """CLAIM: PENDING -> PROCESSING only if the row still has the version we read.
 
         Safe because the WHERE re-checks version and status on the current row under its
@@ -700,6 +707,7 @@ class PeeweeStateStore:
         """
         B = self._r.tables.batches
         batch_id, _, _, _, version = row
+        attempts.append((row, now))
         return bool(
             B.update(
                 status=BatchStatus.PROCESSING.value,
@@ -724,7 +732,7 @@ class PeeweeStateStore:
         )
 
     def _claim_skip_locked(
-        self, job_id: str, worker_id: str, stamps: list[int]
+        self, job_id: str, worker_id: str, attempts: list[tuple[tuple[Any, ...], int]]
     ) -> ClaimBatchResult | None:
         # Inside one transaction: FOR UPDATE SKIP LOCKED hands each claimer a different row,
         # so claimers do not queue behind each other on the lowest PENDING batch.
@@ -735,12 +743,13 @@ class PeeweeStateStore:
         if row is None:
             return None if self._pending_query(job_id).exists() else _no_pending()
         now = self.now()
-        stamps.append(now)
-        if not self._take(job_id, worker_id, row, now):
+        if not self._take(job_id, worker_id, row, now, attempts):
             return None
         return _claimed(job_id, worker_id, row, now)
 
-    def _claim_cas(self, job_id: str, worker_id: str, stamps: list[int]) -> ClaimBatchResult:
+    def _claim_cas(
+        self, job_id: str, worker_id: str, attempts: list[tuple[tuple[Any, ...], int]]
+    ) -> ClaimBatchResult:
         # Portable path: read candidates, take the first whose version still matches. Each
         # loss means another worker took that batch, so the loop ends when batches run out.
         while True:
@@ -751,9 +760,8 @@ class PeeweeStateStore:
             if not candidates:
                 return _no_pending()
             now = self.now()
-            stamps.append(now)
             for row in candidates:
-                if self._take(job_id, worker_id, row, now):
+                if self._take(job_id, worker_id, row, now, attempts):
                     return _claimed(job_id, worker_id, row, now)
 
     def release_batch(self, job_id: str, batch_id: str, worker_id: str) -> None:
@@ -906,11 +914,10 @@ class PeeweeStateStore:
         def batches_where(*conditions: Any) -> Any:
             return B.select(pw.SQL("1")).where(B.job_id == job_id, *conditions)
 
-        stamps: list[int] = []
+        won: list[tuple[int, object]] = []  # (stamp, transaction id) of an UPDATE that matched
 
         def finalize() -> bool:
             now = self.now()
-            stamps.append(now)
             # One conditional UPDATE decides: the row moves out of PROCESSING once, so the
             # row count is 1 for exactly one caller.
             final = pw.Case(
@@ -935,6 +942,7 @@ class PeeweeStateStore:
             )
             if changed != 1:
                 return False
+            won.append((now, self._r.dialect.transaction_id()))
             batches = self._batch_rows([job_id]).get(job_id, [])
             J.update(batches=codec.dumps([batch_json(b) for b in batches])).where(
                 J.id == job_id
@@ -942,15 +950,22 @@ class PeeweeStateStore:
             return True
 
         def landed() -> bool | None:
-            # completedAt carries our stamp only if our UPDATE won and committed unseen.
-            if not stamps:
+            # Only an attempt whose UPDATE matched can have won. Where the server can say
+            # whether that transaction committed (PostgreSQL), it decides; elsewhere the
+            # job carrying our stamp does (a rival finalizing in the same millisecond,
+            # after our matched UPDATE rolled back with the lost connection, could fool it).
+            if not won:
                 return None
-            won = J.select().where(
+            stamp, transaction = won.pop()
+            committed = self._r.dialect.committed(transaction)
+            if committed is not None:
+                return True if committed else None
+            finalized = J.select().where(
                 J.id == job_id,
                 J.status.in_([JobStatus.COMPLETED.value, JobStatus.FAILED.value]),
-                J.completed_at == stamps[-1],
+                J.completed_at == stamp,
             )
-            return True if won.exists() else None
+            return True if finalized.exists() else None
 
         return self._retrying(finalize, recover=landed)
 
