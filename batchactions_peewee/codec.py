@@ -15,7 +15,12 @@ from .errors import InvalidIdentifierError, InvalidValueError
 
 MAX_ID_LENGTH = 36
 MAX_WORKER_ID_LENGTH = 128
-_MAX_INT = 2**63 - 1
+#: INTEGER columns (indexes, counts, totalRecords) are 32-bit on MySQL and PostgreSQL.
+MAX_INT = 2**31 - 1
+#: BIGINT columns (epoch-ms timestamps).
+MAX_BIGINT = 2**63 - 1
+#: ``processingError`` is TEXT: 65,535 bytes on MySQL, the smallest of the three.
+MAX_TEXT_BYTES = 65_535
 
 
 def _no_json_form(value: object) -> Any:
@@ -67,14 +72,16 @@ def check_id(value: object, what: str, max_length: int = MAX_ID_LENGTH) -> str:
     return value
 
 
-def _text_problem(value: str) -> str | None:
+def _text_problem(value: str, max_bytes: int | None = None) -> str | None:
     # PostgreSQL text cannot hold NUL; UTF-8 cannot hold lone surrogates.
     if "\x00" in value:
         return "holds a NUL character"
     try:
-        value.encode("utf-8")
+        size = len(value.encode("utf-8"))
     except UnicodeEncodeError:
         return "holds a lone surrogate"
+    if max_bytes is not None and size > max_bytes:
+        return f"is {size:,} bytes of UTF-8; at most {max_bytes:,} fit its column"
     return None
 
 
@@ -83,17 +90,38 @@ def check_worker_id(value: object) -> str:
     return check_id(value, "worker id", MAX_WORKER_ID_LENGTH)
 
 
-def check_count(value: object, what: str) -> int:
-    """Counts and indexes are non-negative integers that fit a 64-bit column."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_INT:
-        raise InvalidValueError(f"{what} must be a non-negative integer, got {value!r}")
+def check_count(value: object, what: str, maximum: int = MAX_INT) -> int:
+    """Counts and indexes are non-negative integers that fit their (32-bit) column."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
+        raise InvalidValueError(
+            f"{what} must be an integer from 0 to {maximum:,} (its column's range), got {value!r}"
+        )
+    return value
+
+
+def check_timestamp(value: int | None, what: str) -> int | None:
+    """Epoch-ms timestamps must fit a BIGINT column."""
+    if value is not None and not -MAX_BIGINT - 1 <= value <= MAX_BIGINT:
+        raise InvalidValueError(f"{what} does not fit a 64-bit integer: {value!r}")
     return value
 
 
 def check_text(value: str | None, what: str) -> str | None:
-    """Free text must be encodable as UTF-8 (no lone surrogates) and hold no NUL."""
+    """Free text must be UTF-8 (no lone surrogates), hold no NUL and fit a TEXT column."""
     if value is not None:
-        problem = _text_problem(value)
+        problem = _text_problem(value, MAX_TEXT_BYTES)
         if problem:
             raise InvalidValueError(f"{what} {problem}")
     return value
+
+
+def storable_text(text: str) -> str:
+    """Our own message text made storable: lone surrogates and NUL become U+FFFD and text
+    over ``MAX_TEXT_BYTES`` is cut, saying so. Never used on the caller's data."""
+    text = text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    data = text.encode("utf-8")
+    if len(data) <= MAX_TEXT_BYTES:
+        return text
+    marker = f" [... cut: the message was {len(data):,} bytes]"
+    head = data[: MAX_TEXT_BYTES - len(marker.encode("utf-8"))].decode("utf-8", "ignore")
+    return head + marker

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from . import codec
-from .codec import check_count, check_id, check_text, check_worker_id
+from .codec import check_count, check_id, check_text, check_timestamp, check_worker_id
 from .domain import (
     Batch,
     BatchReservation,
@@ -91,8 +91,15 @@ def check_job(job: JobState) -> tuple[str, str]:
     check_id(job.id, "job id")
     status_of(JobStatus, job.status)
     check_count(job.total_records, "total_records")
+    check_timestamp(job.started_at, "started_at")
+    check_timestamp(job.completed_at, "completed_at")
     for batch in job.batches:
         check_id(batch.id, "batch id")
+        check_timestamp(batch.claimed_at, "claimed_at")
+        for count in ("processed_count", "failed_count", "record_start_index", "record_end_index"):
+            value = getattr(batch, count)
+            if value is not None:
+                check_count(value, count)
         status_of(BatchStatus, batch.status)
         check_count(batch.index, "batch index")
         if batch.worker_id is not None:

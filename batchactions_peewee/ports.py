@@ -428,7 +428,7 @@ class InMemoryStateStore:
 
     def reclaim_stale_batches(self, job_id: str, timeout_ms: int) -> int:
         check_id(job_id, "job id")
-        check_count(timeout_ms, "timeout_ms")
+        check_count(timeout_ms, "timeout_ms", codec.MAX_BIGINT // 2)
         with self._lock:
             cutoff = self.now() - timeout_ms
             stale = [
@@ -540,7 +540,7 @@ class InMemoryStateStore:
 
     def list_jobs(self, status: JobStatus | str | None = None, limit: int = 100) -> list[JobState]:
         """Jobs, most recently started first (then by id), optionally of one status."""
-        check_count(limit, "limit")
+        check_count(limit, "limit", codec.MAX_BIGINT)
         wanted = parse_job_status(status).value if status is not None else None
         with self._lock:
             rows = [j for j in self._jobs.values() if wanted is None or j.status == wanted]

@@ -800,7 +800,7 @@ class PeeweeStateStore:
         status under the row lock), and version + 1 fences out the stale holder.
         """
         check_id(job_id, "job id")
-        check_count(timeout_ms, "timeout_ms")
+        check_count(timeout_ms, "timeout_ms", codec.MAX_BIGINT // 2)
         B = self.tables.batches
 
         def reclaim() -> int:
@@ -1028,7 +1028,7 @@ class PeeweeStateStore:
     def list_jobs(self, status: JobStatus | str | None = None, limit: int = 100) -> list[JobState]:
         """Jobs, most recently started first (then by id), optionally of one status."""
         J = self.tables.jobs
-        check_count(limit, "limit")
+        check_count(limit, "limit", codec.MAX_BIGINT)
         query = J.select().order_by(J.started_at.desc(nulls="LAST"), J.id).limit(limit)
         if status is not None:
             query = query.where(J.status == parse_job_status(status).value)

@@ -78,8 +78,8 @@ def error_code(pydantic_type: str) -> str:
 
 
 def utf8_text(text: str) -> str:
-    """``text`` with anything UTF-8 cannot carry (lone surrogates) replaced by ``?``."""
-    return text.encode("utf-8", "replace").decode("utf-8")
+    """A message of ours made storable (see ``codec.storable_text``)."""
+    return codec.storable_text(text)
 
 
 def _storable(value: Any) -> Any:

@@ -245,3 +245,64 @@ def test_nul_inside_json_values_is_fine(store: Store) -> None:
     rec = ProcessedRecord(index=0, raw={"a\x00": "b\x00"}, parsed={}, status="pending")
     store.save_processed_record(j.id, j.batches[0].id, rec)
     assert store.get_pending_records(j.id) == [rec]
+
+
+@pytest.mark.parametrize("value", [2**31, 2**40])
+def test_integers_over_their_columns_range_are_refused(store: Store, value: int) -> None:
+    j = job(batches=1)
+    store.save_job_state(j)
+    over = ProcessedRecord.model_construct(
+        index=value,
+        raw={},
+        parsed={},
+        status=RecordStatus.PENDING,
+        errors=[],
+        processing_error=None,
+    )
+    with pytest.raises(InvalidValueError):
+        store.save_batch_records(j.id, j.batches[0].id, [over])
+    with pytest.raises(InvalidValueError):
+        store.save_job_state(j.model_copy(update={"total_records": value}))
+    r = store.claim_batch(j.id, "w").reservation
+    assert r is not None
+    with pytest.raises(InvalidValueError):
+        store.complete_batch(r, processed_count=value, failed_count=0)
+    assert store.get_pending_records(j.id) == []
+    assert store.get_job_state(j.id) is not None
+    assert store.get_distributed_status(j.id).processing_batches == 1
+
+
+def test_the_largest_32_bit_index_fits(store: Store) -> None:
+    j = job(batches=1)
+    store.save_job_state(j)
+    store.save_batch_records(j.id, j.batches[0].id, [record(2**31 - 1)])
+    assert [r.index for r in store.get_pending_records(j.id)] == [2**31 - 1]
+
+
+def test_a_processing_error_over_the_text_column_is_refused(store: Store) -> None:
+    from batchactions_peewee.codec import MAX_TEXT_BYTES
+
+    j = job(batches=1)
+    store.save_job_state(j)
+    fits = record(0, "failed", processing_error="é" * (MAX_TEXT_BYTES // 2))
+    store.save_processed_record(j.id, j.batches[0].id, fits)
+    too_long = record(1, "failed", processing_error="é" * (MAX_TEXT_BYTES // 2 + 1))
+    with pytest.raises(InvalidValueError):
+        store.save_processed_record(j.id, j.batches[0].id, too_long)
+    assert store.get_failed_records(j.id) == [fits]
+
+
+def test_timestamps_over_bigint_are_refused(store: Store) -> None:
+    j = job(batches=1).model_copy(update={"started_at": 2**63})
+    with pytest.raises(InvalidValueError):
+        store.save_job_state(j)
+    assert store.get_job_state(j.id) is None
+
+
+def test_our_own_messages_are_made_storable() -> None:
+    from batchactions_peewee.codec import MAX_TEXT_BYTES, check_text, storable_text
+
+    text = storable_text("a\x00b\ud800" + "é" * MAX_TEXT_BYTES)
+    assert check_text(text, "message") == text
+    assert text.startswith("a\ufffdb?")
+    assert text.endswith(f"[... cut: the message was {2 * MAX_TEXT_BYTES + 6:,} bytes]")
