@@ -15,8 +15,9 @@ import peewee as pw
 
 MYSQL_TRANSIENT = {1205, 1213}  # lock wait timeout, deadlock: the transaction was rolled back
 POSTGRES_TRANSIENT = {"40001", "40P01"}  # serialization failure, deadlock detected
-# Server gone away, lost connection (x2), killed, shutting down, idle-disconnected.
-MYSQL_DISCONNECT = {2006, 2013, 2055, 1927, 1053, 4031}
+# Server gone away, lost connection (x2), killed, shutting down, idle-disconnected; cannot
+# connect (socket, TCP): nothing was sent, so retrying is safe.
+MYSQL_DISCONNECT = {2006, 2013, 2055, 1927, 1053, 4031, 2002, 2003}
 # admin shutdown (pg_terminate_backend), crash/cannot connect now, connection exceptions.
 POSTGRES_DISCONNECT = {"57P01", "57P02", "57P03", "08000", "08001", "08003", "08004", "08006"}
 _POSTGRES_DISCONNECT_WORDS = (
@@ -27,6 +28,9 @@ _POSTGRES_DISCONNECT_WORDS = (
     "connection not open",
     "no connection to the server",
     "ssl connection has been closed",
+    # libpq >= 14 words a failed connect 'connection to server at "h", port p failed: ...'
+    "connection to server",
+    "connection refused",
 )
 
 

@@ -188,7 +188,11 @@ class PeeweeStateStore:
         if self._clock is not None:
             return int(self._clock())
         clock = self._r.clock
-        return clock() if clock is not None else int(time.time() * 1000)
+        if clock is None:
+            return int(time.time() * 1000)
+        # The server's clock is a query: a lost connection is retried like any read (inside
+        # a transaction _retrying re-raises, and the caller's retry re-runs the whole write).
+        return self._retrying(clock, transaction=False)
 
     def _retrying(
         self,
@@ -224,6 +228,8 @@ class PeeweeStateStore:
                 attempt += 1
                 disconnected = r.dialect.is_disconnect(exc)
                 if nested or attempt >= _MAX_ATTEMPTS:
+                    if disconnected and not nested:
+                        self._drop_connection()  # the next call starts on a new connection
                     raise
                 if not (disconnected or r.dialect.is_transient(exc)):
                     raise
@@ -374,7 +380,7 @@ class PeeweeStateStore:
             .order_by(R.record_index)
             .tuples()
         )
-        return [record_from_row(row) for row in query]
+        return self._read(lambda: [record_from_row(row) for row in query])
 
     # -- StateStore port ------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import secrets
 import socket
 import threading
@@ -117,7 +118,8 @@ class BatchResult:
 class WorkerSummary:
     """The outcome of ``Worker.run``: batches written, records processed and failed by this
     worker, and whether it was the one worker that finalized the job. Beyond SPEC:
-    ``retries`` and ``leases_lost`` (batches abandoned because another worker took them)."""
+    ``retries``, ``leases_lost`` (batches abandoned because another worker took them) and
+    ``store_errors`` (database failures the run outlived: see ``Worker.run``)."""
 
     job_id: str
     worker_id: str
@@ -127,6 +129,7 @@ class WorkerSummary:
     finalized: bool
     retries: int = 0
     leases_lost: int = 0
+    store_errors: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,6 +416,40 @@ def _close_thread_connection(store: object) -> None:
             logger.debug("could not close the lease thread's connection", exc_info=True)
 
 
+def _is_outage(exc: BaseException) -> bool:
+    """True for a database failure that trying again later may cure (server gone, connection
+    cut, a lock or deadlock that outlived the store's own retries); False for errors of the
+    query itself (constraint, syntax, data), which would only fail again."""
+    return isinstance(exc, (pw.DatabaseError, pw.InterfaceError)) and not isinstance(
+        exc, (pw.IntegrityError, pw.ProgrammingError, pw.DataError, pw.NotSupportedError)
+    )
+
+
+@dataclass
+class _Tally:
+    """What ``Worker.run`` has done so far."""
+
+    batches: int = 0
+    processed: int = 0
+    failed: int = 0
+    retries: int = 0
+    leases_lost: int = 0
+    store_errors: int = 0
+    finalized: bool = False
+
+    def add(self, result: BatchResult) -> None:
+        self.finalized = self.finalized or result.finalized
+        if not result.claimed:
+            return
+        if result.lease_lost:
+            self.leases_lost += 1
+        else:
+            self.batches += 1
+        self.processed += result.processed_count
+        self.failed += result.failed_count
+        self.retries += result.retries
+
+
 @dataclass
 class _BatchWork:
     """What processing one batch's records produced."""
@@ -438,9 +475,16 @@ class Worker:
     The worker renews its lease from a background thread every ``lease_timeout_ms / 3``;
     batches whose lease is older than ``lease_timeout_ms`` are reclaimed by idle workers.
     ``on_event`` receives :class:`WorkerEvent` s; an exception it raises is logged and
-    ignored. ``sleep`` (seconds) replaces the retry wait, for tests. Settings come from
-    these arguments only, not from the job's config.
+    ignored. ``sleep`` (seconds) replaces the retry waits (processor retries and pauses
+    after a store failure), for tests. Settings come from these arguments only, not from
+    the job's config; ``store_error_limit`` and ``store_backoff_cap_s`` may be set on a
+    subclass or an instance.
     """
+
+    #: Store failures in a row that ``run`` outlives; the next one is raised.
+    store_error_limit: int = 10
+    #: The longest pause (seconds) before trying again after a store failure.
+    store_backoff_cap_s: float = 5.0
 
     def __init__(
         self,
@@ -493,45 +537,86 @@ class Worker:
         every batch is COMPLETED or FAILED, when the job is not PROCESSING (not prepared
         yet, paused, finished), or after ``stop()``. Raises JobNotFoundError for an unknown
         job.
+
+        A database failure that the store's own retries could not cure (the server gone
+        for longer than they last, say) does not end the run: the batch in hand is
+        abandoned (released if the database answers, else its lease runs out and another
+        worker reclaims it) and the worker tries again after a pause that grows, jittered,
+        up to ``store_backoff_cap_s``. After ``store_error_limit`` failures in a row the
+        next one is raised; ``WorkerSummary.store_errors`` counts those outlived. Errors
+        of the query itself (constraint, syntax, data) are raised at once.
         """
         check_id(job_id, "job id")
-        batches = processed = failed = retries = leases_lost = 0
-        finalized = False
+        tally = _Tally()
+        in_a_row = 0
         try:
-            while not self._stopping.is_set():
-                result = self.process_next(job_id)
-                finalized = finalized or result.finalized
-                if result.claimed:
-                    if result.lease_lost:
-                        leases_lost += 1
-                    else:
-                        batches += 1
-                    processed += result.processed_count
-                    failed += result.failed_count
-                    retries += result.retries
-                    continue
-                if result.reason == ClaimFailureReason.JOB_NOT_PROCESSING:
-                    break
-                status = self.store.get_distributed_status(job_id)
-                if status.pending_batches:
-                    continue
-                if not status.processing_batches:
-                    break
-                # Other workers hold live batches: wait for them to finish or go stale.
-                self._stopping.wait(self._poll_interval_s)
-            finalized = self._finalize(job_id) or finalized
+            while True:
+                try:
+                    if self._stopping.is_set() or self._step(job_id, tally):
+                        tally.finalized = self._finalize(job_id) or tally.finalized
+                        break
+                    in_a_row = 0
+                except (pw.DatabaseError, pw.InterfaceError) as exc:
+                    if not _is_outage(exc):
+                        raise
+                    tally.store_errors += 1
+                    in_a_row += 1
+                    if self._stopping.is_set():
+                        logger.warning("store call failed while stopping (%s); stopped", exc)
+                        break
+                    if in_a_row > self.store_error_limit:
+                        raise
+                    self._pause_after_store_error(exc, in_a_row)
         finally:
             self._stopping.clear()
         return WorkerSummary(
             job_id=job_id,
             worker_id=self.worker_id,
-            batches=batches,
-            processed=processed,
-            failed=failed,
-            finalized=finalized,
-            retries=retries,
-            leases_lost=leases_lost,
+            batches=tally.batches,
+            processed=tally.processed,
+            failed=tally.failed,
+            finalized=tally.finalized,
+            retries=tally.retries,
+            leases_lost=tally.leases_lost,
+            store_errors=tally.store_errors,
         )
+
+    def _step(self, job_id: str, tally: _Tally) -> bool:
+        """One round of ``run``: process a batch, or wait for other workers' batches; True
+        once the job needs nothing more from this worker."""
+        result = self.process_next(job_id)
+        tally.add(result)
+        if result.claimed:
+            return False
+        if result.reason == ClaimFailureReason.JOB_NOT_PROCESSING:
+            return True
+        status = self.store.get_distributed_status(job_id)
+        if status.pending_batches:
+            return False
+        if not status.processing_batches:
+            return True
+        # Other workers hold live batches: wait for them to finish or go stale.
+        self._stopping.wait(self._poll_interval_s)
+        return False
+
+    def _pause_after_store_error(self, exc: BaseException, in_a_row: int) -> None:
+        # Exponential, capped and jittered, so that workers cut off together do not all
+        # come back at once; stop() ends the pause early.
+        ceiling = min(self.store_backoff_cap_s, 0.1 * 2 ** (in_a_row - 1))
+        delay = random.uniform(ceiling / 2, ceiling)
+        logger.warning(
+            "store call failed (%s: %s); batch in hand abandoned; trying again in %.2f s (%d/%d)",
+            type(exc).__name__,
+            _first_line(exc),
+            delay,
+            in_a_row,
+            self.store_error_limit,
+            exc_info=logger.isEnabledFor(logging.DEBUG),
+        )
+        if self._sleep is not None:
+            self._sleep(delay)
+        else:
+            self._stopping.wait(delay)
 
     def process_next(self, job_id: str) -> BatchResult:
         """Claim one batch (reclaiming stale ones when none is PENDING), process it, write
@@ -610,7 +695,16 @@ class Worker:
                 lease_lost=True,
             )
         self._emit_batch_done(res, work, _elapsed_ms(started))
-        finalized = self._finalize(res.job_id)
+        finalized = complete = False
+        try:
+            finalized = self._finalize(res.job_id)
+            complete = finalized or self._job_complete(res.job_id)
+        except (pw.DatabaseError, pw.InterfaceError) as exc:
+            if not _is_outage(exc):
+                raise
+            # The batch is written and counts as this worker's; finalizing is left to the
+            # next round of run() (or to another worker).
+            logger.warning("batch %s written; the job is not finalized yet: %s", res.batch_id, exc)
         return BatchResult(
             claimed=True,
             job_id=res.job_id,
@@ -618,7 +712,7 @@ class Worker:
             batch_index=res.batch_index,
             processed_count=work.processed,
             failed_count=work.failed,
-            job_complete=finalized or self._job_complete(res.job_id),
+            job_complete=complete,
             retries=work.retries,
             finalized=finalized,
         )
@@ -828,6 +922,11 @@ def _record_error(record: ProcessedRecord) -> str:
     if record.processing_error is not None:
         return record.processing_error
     return "; ".join(f"{e.field}: {e.message}" if e.field else e.message for e in record.errors)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def _elapsed_ms(started: float) -> int:
