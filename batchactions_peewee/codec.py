@@ -27,12 +27,40 @@ def _no_json_form(value: object) -> Any:
     raise TypeError(f"{type(value).__name__} has no JSON form")
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _flat(value: Any) -> bool:
+    """A dict of string keys to scalars, or a list of scalars: what JSON holds exactly as
+    given (non-finite floats aside, which ``allow_nan=False`` refuses), so the read-back check
+    can be skipped. Most records are such dicts."""
+    kind = type(value)
+    if kind is dict:
+        return all(type(k) is str for k in value) and all(
+            type(v) in _SCALARS for v in value.values()
+        )
+    return kind is list and all(type(v) in _SCALARS for v in value)
+
+
+# One encoder for every call: json.dumps with options builds a new one each time.
+_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_no_json_form
+)
+
+
 def dumps(value: Any, *, what: str = "value") -> str:
     """Encode ``value`` as JSON text, refusing anything that would not read back unchanged."""
+    if not value and type(value) in (list, dict):
+        return "[]" if type(value) is list else "{}"
+    if _flat(value):
+        try:
+            text = _ENCODER.encode(value)
+            text.encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise InvalidValueError(f"{what} cannot be stored as JSON: {exc}") from None
+        return text
     try:
-        text = json.dumps(
-            value, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_no_json_form
-        )
+        text = _ENCODER.encode(value)
         text.encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise InvalidValueError(f"{what} cannot be stored as JSON: {exc}") from None
