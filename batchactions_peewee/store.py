@@ -67,8 +67,6 @@ _BACKOFF_CAP_S = 1.0
 _CHUNK_BYTES = 4 * 1024 * 1024  # keep each bulk statement well inside max_allowed_packet
 _CLOCK_REFRESH_S = 30.0
 _RECORD_COLUMNS = 8  # the length of a RecordRow
-# What Peewee's execute_sql wraps driver calls in: driver errors become Peewee's classes.
-_DRIVER_ERRORS_AS_PEEWEE_ERRORS: Any = vars(pw)["__exception_wrapper__"]
 _FAILED = (RecordStatus.FAILED.value, RecordStatus.INVALID.value)
 _PENDING = (RecordStatus.PENDING.value, RecordStatus.VALID.value)
 _TERMINAL = (BatchStatus.COMPLETED.value, BatchStatus.FAILED.value)
@@ -328,22 +326,14 @@ class PeeweeStateStore:
     def _upsert_records(self, rows: Sequence[RecordRow]) -> None:
         """Insert or replace records keyed by (job, record index): idempotent, so re-runnable.
 
-        The statement's SQL is built by Peewee once per shape and reused: building it per
-        call cost more than the database's own work. SQLite and MySQL take the rows through
-        the driver's ``executemany`` (a C loop for sqlite3; multi-row INSERTs for PyMySQL);
-        elsewhere one multi-row INSERT per chunk.
+        One multi-row INSERT per chunk (the fastest form on all three databases: see
+        benchmarks/profiles/bulk-statement-forms.txt), its SQL built by Peewee once per
+        chunk length and reused: building it per call cost more than the database's work.
         """
-        r = self._r
-        one_row_at_a_time = r.dialect.name in ("sqlite", "mysql")
+        database = self._r.database
         for chunk in self._chunks(rows, _RECORD_COLUMNS):
-            if one_row_at_a_time:
-                sql = self._upsert_sql(1)
-                cursor: Any = r.database.cursor()  # type: ignore[no-untyped-call]
-                with _DRIVER_ERRORS_AS_PEEWEE_ERRORS:
-                    cursor.executemany(sql, chunk)
-            else:
-                sql = self._upsert_sql(len(chunk))
-                r.database.execute_sql(sql, [v for row in chunk for v in row])  # type: ignore[no-untyped-call]
+            params = [value for row in chunk for value in row]
+            database.execute_sql(self._upsert_sql(len(chunk)), params)  # type: ignore[no-untyped-call]
 
     def _upsert_sql(self, rows: int) -> str:
         """The SQL of the records upsert for ``rows`` rows, with placeholders."""
@@ -374,18 +364,19 @@ class PeeweeStateStore:
 
     def _select_records(self, *where: Any) -> list[ProcessedRecord]:
         R = self._r.tables.records
-        query: Any = (
-            R.select(R.record_index, R.status, R.raw, R.parsed, R.errors, R.processing_error)
-            .where(*where)
-            .order_by(R.record_index)
-        )
-        # Straight from the driver's cursor: Peewee's row-by-row wrapper cost more than
-        # the query itself, and these columns need no conversion but the JSON codec's.
+        query: Any = R.select(
+            R.record_index, R.status, R.raw, R.parsed, R.errors, R.processing_error
+        ).where(*where)
+        # No ORDER BY: with one, SQLite walks the (jobId, recordIndex) index over the whole
+        # job to spare a sort, instead of using the index of the filter (batch or status).
+        # Sorting the rows here costs little. Rows come straight from the driver's cursor:
+        # Peewee's row-by-row wrapper cost more than the query itself.
         sql, params = query.sql()
 
         def read() -> list[ProcessedRecord]:
             cursor: Any = self._r.database.execute_sql(sql, params)  # type: ignore[no-untyped-call]
-            return [record_from_row(row) for row in cursor.fetchall()]
+            rows = sorted(cursor.fetchall(), key=lambda row: int(row[0]))
+            return [record_from_row(row) for row in rows]
 
         return self._read(read)
 
