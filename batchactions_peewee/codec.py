@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pydantic_core import from_json, to_json
+
 from .errors import InvalidIdentifierError, InvalidValueError
 
 MAX_ID_LENGTH = 36
@@ -27,21 +29,6 @@ def _no_json_form(value: object) -> Any:
     raise TypeError(f"{type(value).__name__} has no JSON form")
 
 
-_SCALARS = (str, int, float, bool, type(None))
-
-
-def _flat(value: Any) -> bool:
-    """A dict of string keys to scalars, or a list of scalars: what JSON holds exactly as
-    given (non-finite floats aside, which ``allow_nan=False`` refuses), so the read-back check
-    can be skipped. Most records are such dicts."""
-    kind = type(value)
-    if kind is dict:
-        return all(type(k) is str for k in value) and all(
-            type(v) in _SCALARS for v in value.values()
-        )
-    return kind is list and all(type(v) in _SCALARS for v in value)
-
-
 # One encoder for every call: json.dumps with options builds a new one each time.
 _ENCODER = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_no_json_form
@@ -52,13 +39,17 @@ def dumps(value: Any, *, what: str = "value") -> str:
     """Encode ``value`` as JSON text, refusing anything that would not read back unchanged."""
     if not value and type(value) in (list, dict):
         return "[]" if type(value) is list else "{}"
-    if _flat(value):
-        try:
-            text = _ENCODER.encode(value)
-            text.encode("utf-8")
-        except (TypeError, ValueError) as exc:
-            raise InvalidValueError(f"{what} cannot be stored as JSON: {exc}") from None
-        return text
+    # pydantic-core's encoder and decoder (Rust; pydantic already depends on it) write and
+    # check the common case in a third of the time the standard library takes to write it.
+    # What they cannot carry exactly goes the standard library's way below, whose errors
+    # name the problem.
+    try:
+        text = to_json(value, inf_nan_mode="null").decode()
+    except (TypeError, ValueError):
+        pass
+    else:
+        if from_json(text) == value:
+            return text
     try:
         text = _ENCODER.encode(value)
         text.encode("utf-8")
@@ -72,18 +63,39 @@ def dumps(value: Any, *, what: str = "value") -> str:
     return text
 
 
+def encodes_like(value: Any, checked: Any, checked_text: str) -> bool:
+    """True when ``value`` would be stored as ``checked_text``, the text of ``checked``, a
+    value that ``dumps`` accepted (a record's parsed form is often its raw form). Equal
+    values may differ in JSON (1 == 1.0 == True), so the texts are compared too."""
+    if value != checked:
+        return False
+    try:
+        return bool(to_json(value, inf_nan_mode="null").decode() == checked_text)
+    except (TypeError, ValueError):
+        return False
+
+
 def loads(value: Any) -> Any:
     """Decode a JSON column as any adapter stores it: text, bytes, or an already-decoded value."""
     if isinstance(value, (bytes, bytearray, memoryview)):
         value = bytes(value).decode("utf-8")
     if isinstance(value, str):
-        value = json.loads(value)
+        value = _parse(value)
     if isinstance(value, str):
         # Our JSON columns hold objects and arrays only. A string means JSON text stored as
         # a JSON string: Prisma does that with the JSON.stringify output state-prisma gives
         # it (state-prisma's parseJson decodes twice too).
         value = json.loads(value)
     return value
+
+
+def _parse(text: str) -> Any:
+    # pydantic-core's parser is several times the standard library's; it refuses escaped
+    # lone surrogates, which JSON.stringify writes and json.loads reads.
+    try:
+        return from_json(text)
+    except ValueError:
+        return json.loads(text)
 
 
 def check_id(value: object, what: str, max_length: int = MAX_ID_LENGTH) -> str:

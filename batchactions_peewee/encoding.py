@@ -31,6 +31,8 @@ RecordRow = tuple[str, str, int, str, str, str, str, "str | None"]
 
 def status_of(kind: type[E], value: object) -> E:
     """``value`` as a member of the status enum ``kind``, or InvalidStatusError."""
+    if type(value) is kind:
+        return value  # a member already (pydantic made it)
     try:
         return kind(value)
     except ValueError:
@@ -41,14 +43,26 @@ def status_of(kind: type[E], value: object) -> E:
 def record_row(job_id: str, batch_id: str, record: ProcessedRecord) -> RecordRow:
     """One record as a row, its JSON columns encoded by the codec."""
     index = check_count(record.index, "record index")
+    raw = codec.dumps(record.raw, what=f"raw of record {index}")
+    # Most records keep their raw form as parsed: encode and check that JSON once.
+    parsed = (
+        raw
+        if codec.encodes_like(record.parsed, record.raw, raw)
+        else codec.dumps(record.parsed, what=f"parsed of record {index}")
+    )
+    errors = (
+        codec.dumps([e.to_json_dict() for e in record.errors], what=f"errors of record {index}")
+        if record.errors
+        else "[]"
+    )
     return (
         job_id,
         batch_id,
         index,
         status_of(RecordStatus, record.status).value,
-        codec.dumps(record.raw, what=f"raw of record {index}"),
-        codec.dumps(record.parsed, what=f"parsed of record {index}"),
-        codec.dumps([e.to_json_dict() for e in record.errors], what=f"errors of record {index}"),
+        raw,
+        parsed,
+        errors,
         check_text(record.processing_error, f"processing error of record {index}"),
     )
 
@@ -76,7 +90,7 @@ def record_from_row(row: tuple[Any, ...]) -> ProcessedRecord:
         status=status,
         raw=codec.loads(raw),
         parsed=codec.loads(parsed),
-        errors=codec.loads(errors) if errors is not None else [],
+        errors=[] if errors is None or errors == "[]" else codec.loads(errors),
         processing_error=processing_error,
     )
 

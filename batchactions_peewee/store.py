@@ -69,6 +69,7 @@ _CLOCK_REFRESH_S = 30.0
 _RECORD_COLUMNS = 8  # the length of a RecordRow
 _FAILED = (RecordStatus.FAILED.value, RecordStatus.INVALID.value)
 _PENDING = (RecordStatus.PENDING.value, RecordStatus.VALID.value)
+_PENDING_BATCH = BatchStatus.PENDING.value
 _TERMINAL = (BatchStatus.COMPLETED.value, BatchStatus.FAILED.value)
 
 Clock = Callable[[], int]
@@ -109,6 +110,55 @@ class _DatabaseClock:
             return int(now * 1000 + self._offset_ms)
 
 
+class _Sql:
+    """The statements every claim and completion runs, as SQL text written once per store.
+
+    Building them with Peewee's query builder on every call cost several times what the
+    database takes to run them (see benchmarks/RESULTS.md). Each spells out the Peewee
+    query it stands for; the comments where they run say why they are safe.
+    """
+
+    def __init__(self, database: pw.Database, tables: Tables) -> None:
+        left, right = database.quote[0], database.quote[1]
+        p = database.param
+        J, B = tables.jobs, tables.batches
+
+        def c(field: Any) -> str:
+            return f"{left}{field.column_name}{right}"
+
+        jobs = f"{left}{J._meta.table_name}{right}"
+        batches = f"{left}{B._meta.table_name}{right}"
+        self.job_status = f"SELECT {c(J.status)} FROM {jobs} WHERE {c(J.id)} = {p}"
+        pending = (
+            f"SELECT {c(B.id)}, {c(B.batch_index)}, {c(B.record_start_index)}, "
+            f"{c(B.record_end_index)}, {c(B.version)} FROM {batches} "
+            f"WHERE {c(B.job_id)} = {p} AND {c(B.status)} = {p} ORDER BY {c(B.batch_index)}"
+        )
+        self.pending = f"{pending} LIMIT 16"
+        self.pending_locked = f"{pending} LIMIT 1 FOR UPDATE SKIP LOCKED"
+        self.take = (
+            f"UPDATE {batches} SET {c(B.status)} = {p}, {c(B.worker_id)} = {p}, "
+            f"{c(B.claimed_at)} = {p}, {c(B.version)} = {c(B.version)} + 1 "
+            f"WHERE {c(B.id)} = {p} AND {c(B.version)} = {p} AND {c(B.status)} = {p}"
+        )
+        self.finish = (
+            f"UPDATE {batches} SET {c(B.status)} = {p}, {c(B.processed_count)} = {p}, "
+            f"{c(B.failed_count)} = {p}, {c(B.version)} = {c(B.version)} + 1 "
+            f"WHERE {c(B.id)} = {p} AND {c(B.job_id)} = {p} AND {c(B.worker_id)} = {p} "
+            f"AND {c(B.version)} = {p} AND {c(B.status)} = {p}"
+        )
+
+
+def _rows(database: pw.Database, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    cursor: Any = database.execute_sql(sql, params)  # type: ignore[no-untyped-call]
+    return list(cursor.fetchall())
+
+
+def _changed(database: pw.Database, sql: str, params: Sequence[Any]) -> int:
+    cursor: Any = database.execute_sql(sql, params)  # type: ignore[no-untyped-call]
+    return int(cursor.rowcount)
+
+
 class _Resolved:
     """What a store learns about its database once: dialect, models and clock."""
 
@@ -123,6 +173,7 @@ class _Resolved:
             _DatabaseClock(real, self.dialect.now_sql) if self.dialect.now_sql else None
         )
         self._skip_locked: bool | None = None
+        self.sql = _Sql(real, self.tables)
 
     def skip_locked(self) -> bool:
         if self._skip_locked is None:
@@ -251,12 +302,18 @@ class PeeweeStateStore:
 
         return self._retrying(in_transaction, transaction=False)
 
-    def _chunks(self, rows: Sequence[tuple[Any, ...]], columns: int) -> Iterator[Sequence[Any]]:
+    def _chunks(
+        self,
+        rows: Sequence[tuple[Any, ...]],
+        columns: int,
+        weigh: Callable[[Any], int] | None = None,
+    ) -> Iterator[Sequence[Any]]:
         """Split a bulk write to the dialect's parameter limit and a few MiB per statement."""
         limit = max(1, self._r.dialect.max_params // columns)
+        weigh = weigh or _text_bytes
         start, size = 0, 0
         for i, row in enumerate(rows):
-            size += sum(len(v) for v in row if isinstance(v, str))
+            size += weigh(row)
             if i + 1 - start >= limit or size >= _CHUNK_BYTES:
                 yield rows[start : i + 1]
                 start, size = i + 1, 0
@@ -331,7 +388,7 @@ class PeeweeStateStore:
         chunk length and reused: building it per call cost more than the database's work.
         """
         database = self._r.database
-        for chunk in self._chunks(rows, _RECORD_COLUMNS):
+        for chunk in self._chunks(rows, _RECORD_COLUMNS, weigh=_record_bytes):
             params = [value for row in chunk for value in row]
             database.execute_sql(self._upsert_sql(len(chunk)), params)  # type: ignore[no-untyped-call]
 
@@ -687,8 +744,9 @@ class PeeweeStateStore:
         return _claimed(job_id, worker_id, row, now) if taken.exists() else None
 
     def _job_status(self, job_id: str) -> ClaimFailureReason | None:
-        J = self._r.tables.jobs
-        status = J.select(J.status).where(J.id == job_id).scalar()
+        r = self._r
+        found = _rows(r.database, r.sql.job_status, (job_id,))
+        status = found[0][0] if found else None
         if status is None:
             return ClaimFailureReason.JOB_NOT_FOUND
         if status != JobStatus.PROCESSING.value:
@@ -709,19 +767,11 @@ class PeeweeStateStore:
         row lock, and the SET always changes ``version``, so the row count (rows changed on
         MySQL, rows matched elsewhere) is 1 for exactly one claimer.
         """
-        B = self._r.tables.batches
+        r = self._r
         batch_id, _, _, _, version = row
         attempts.append((row, now))
-        return bool(
-            B.update(
-                status=BatchStatus.PROCESSING.value,
-                worker_id=worker_id,
-                claimed_at=now,
-                version=B.version + 1,
-            )
-            .where(B.id == batch_id, B.version == version, B.status == BatchStatus.PENDING.value)
-            .execute()
-        )
+        params = (BatchStatus.PROCESSING.value, worker_id, now, batch_id, version, _PENDING_BATCH)
+        return _changed(r.database, r.sql.take, params) == 1
 
     def _pending_columns(self) -> Any:
         B = self._r.tables.batches
@@ -743,7 +793,9 @@ class PeeweeStateStore:
         failure = self._job_status(job_id)
         if failure is not None:
             return ClaimBatchResult(claimed=False, reason=failure)
-        row = self._pending_query(job_id).limit(1).for_update(skip_locked=True).tuples().first()
+        r = self._r
+        found = _rows(r.database, r.sql.pending_locked, (job_id, _PENDING_BATCH))
+        row = found[0] if found else None
         if row is None:
             return None if self._pending_query(job_id).exists() else _no_pending()
         now = self.now()
@@ -760,7 +812,7 @@ class PeeweeStateStore:
             failure = self._job_status(job_id)
             if failure is not None:
                 return ClaimBatchResult(claimed=False, reason=failure)
-            candidates = list(self._pending_query(job_id).limit(16).tuples())
+            candidates = _rows(self._r.database, self._r.sql.pending, (job_id, _PENDING_BATCH))
             if not candidates:
                 return _no_pending()
             now = self.now()
@@ -872,23 +924,24 @@ class PeeweeStateStore:
         check_count(failed_count, "failed_count")
         rows = record_rows(reservation.job_id, reservation.batch_id, records)
         check_completion_counts(reservation, rows, processed_count, failed_count)
-        where = self._holds(reservation)
+        self._holds(reservation)  # checks the reservation's ids
         B = self.tables.batches
+        r = self._r
+        fence = (
+            status.value,
+            processed_count,
+            failed_count,
+            reservation.batch_id,
+            reservation.job_id,
+            reservation.worker_id,
+            reservation.version,
+            BatchStatus.PROCESSING.value,
+        )
 
         def complete() -> bool:
             # Fenced: the UPDATE matches only while this worker's version still holds; the
             # records follow in the same transaction, so they land only with the state.
-            changed = (
-                B.update(
-                    status=status.value,
-                    processed_count=processed_count,
-                    failed_count=failed_count,
-                    version=B.version + 1,
-                )
-                .where(*where)
-                .execute()
-            )
-            if changed != 1:
+            if _changed(r.database, r.sql.finish, fence) != 1:
                 return False
             if rows:
                 self._upsert_records(rows)
@@ -1043,6 +1096,15 @@ class PeeweeStateStore:
             return [self._job_from_row(r, live.get(r.id)) for r in rows]
 
         return self._read(read)
+
+
+def _text_bytes(row: tuple[Any, ...]) -> int:
+    return sum(len(v) for v in row if isinstance(v, str))
+
+
+def _record_bytes(row: RecordRow) -> int:
+    # Only the JSON and text columns can be long: weigh those, not every value.
+    return len(row[4]) + len(row[5]) + len(row[6]) + len(row[7] or "")
 
 
 def _no_pending() -> ClaimBatchResult:

@@ -58,6 +58,7 @@ def proxied(request: pytest.FixtureRequest, url_for: Callable[[str], str]) -> It
             yield Proxied(request.param, proxy, store)
         finally:
             proxy.come_up()
+            database.close()  # this thread's connection may have been cut: start afresh
             store.drop_tables()
             database.close()
 
@@ -136,7 +137,10 @@ def test_workers_outlive_the_server_refusing_connections_longer_than_the_store_r
     proxied: Proxied,
 ) -> None:
     store, proxy = proxied.store, proxied.proxy
-    records, batch_size, outage_s = 3000, 100, 2.5
+    # 4 s: every worker touches the store within about 1 s of the outage starting (a batch
+    # takes milliseconds; an idle worker polls at least every second) and gives up after at
+    # most 1.3 s of its own retries, so each meets an error it must outlive.
+    records, batch_size, outage_s = 3000, 100, 4.0
     job = prepare_job(store, ({"n": i} for i in range(records)), batch_size=batch_size)
     outages: list[threading.Timer] = []
 
