@@ -67,6 +67,8 @@ def encodes_like(value: Any, checked: Any, checked_text: str) -> bool:
     """True when ``value`` would be stored as ``checked_text``, the text of ``checked``, a
     value that ``dumps`` accepted (a record's parsed form is often its raw form). Equal
     values may differ in JSON (1 == 1.0 == True), so the texts are compared too."""
+    if value is checked:
+        return True
     if value != checked:
         return False
     try:

@@ -337,10 +337,23 @@ def _write_batches(
 def _pending_record(index: int, record: object) -> ProcessedRecord:
     if not isinstance(record, Mapping):
         raise InvalidInputError(f"record {index} is a {type(record).__name__}, not a dict")
-    try:
-        return ProcessedRecord(index=index, raw=record, parsed=record, status=RecordStatus.PENDING)
-    except pydantic.ValidationError as exc:  # e.g. a key that is not a string
-        raise InvalidValueError(f"record {index} cannot be stored as JSON: {exc}") from None
+    data = dict(record)
+    bad = next((k for k in data if not isinstance(k, str)), None)
+    if bad is not None:
+        raise InvalidValueError(
+            f"record {index} cannot be stored as JSON: key {bad!r} is no string"
+        )
+    # Built without validation (it cost a quarter of prepare's time): the fields are checked
+    # above, and the store's codec checks the values before anything is written.
+    return ProcessedRecord.model_construct(
+        index=index,
+        raw=data,
+        parsed=data,
+        status=RecordStatus.PENDING,
+        errors=[],
+        processing_error=None,
+        retry_count=None,
+    )
 
 
 def _discard(store: DistributedStateStore, job_id: str) -> None:
@@ -908,7 +921,8 @@ class Worker:
     @property
     def _poll_interval_s(self) -> float:
         # Often enough to take over a dead worker's batch soon after its lease ends.
-        return min(1.0, max(0.05, self.lease_timeout_ms / 10_000))
+        # Also what an idle worker waits at the end of a job: 0.2 s at most.
+        return min(0.2, max(0.05, self.lease_timeout_ms / 10_000))
 
 
 def _non_negative(value: object, what: str) -> int:
