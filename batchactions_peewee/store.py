@@ -1024,6 +1024,11 @@ class PeeweeStateStore:
             )
             return True if finalized.exists() else None
 
+        # A plain read first: while a batch is unfinished there is nothing to decide, and
+        # workers call this after every batch; on SQLite the write transaction would take the
+        # database's only write lock for nothing. The conditional UPDATE still decides.
+        if self._retrying(batches_where(B.status.not_in(_TERMINAL)).exists, transaction=False):
+            return False
         return self._retrying(finalize, recover=landed)
 
     # -- DistributedStateStore port: records and status -----------------------------------
