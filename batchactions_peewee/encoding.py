@@ -159,3 +159,23 @@ def check_completion_counts(
             f"failed_count={failed}, but its records say {actual[0]} processed and "
             f"{actual[1]} failed or invalid"
         )
+
+
+def check_completion(
+    reservation: BatchReservation,
+    status: BatchStatus | str,
+    processed: int,
+    failed: int,
+    records: Iterable[ProcessedRecord],
+) -> tuple[BatchStatus, list[RecordRow]]:
+    """Everything ``complete_batch`` checks before it writes: a final status, counts that
+    fit, ids that fit, and records whose counts agree. Returns the status and the rows."""
+    final = status_of(BatchStatus, status)
+    if final not in (BatchStatus.COMPLETED, BatchStatus.FAILED):
+        raise InvalidStatusError(f"a batch completes as COMPLETED or FAILED, not {final.value}")
+    check_count(processed, "processed_count")
+    check_count(failed, "failed_count")
+    check_worker_id(reservation.worker_id)
+    rows = record_rows(reservation.job_id, reservation.batch_id, records)
+    check_completion_counts(reservation, rows, processed, failed)
+    return final, rows

@@ -33,14 +33,14 @@ from .domain import (
 from .encoding import (
     RecordRow,
     batch_json,
-    check_completion_counts,
+    check_completion,
     check_job,
     record_from_row,
     record_rows,
     set_batch_in_list,
     status_of,
 )
-from .errors import InvalidInputError, InvalidStatusError, JobNotFoundError
+from .errors import InvalidInputError, JobNotFoundError
 
 FAILED_RECORD_STATUSES = (RecordStatus.FAILED.value, RecordStatus.INVALID.value)
 PENDING_RECORD_STATUSES = (RecordStatus.PENDING.value, RecordStatus.VALID.value)
@@ -462,16 +462,8 @@ class InMemoryStateStore:
         failed_count: int,
         records: Iterable[ProcessedRecord] = (),
     ) -> bool:
-        status = status_of(BatchStatus, status)
-        if status.value not in TERMINAL_BATCH_STATUSES:
-            raise InvalidStatusError(
-                f"a batch completes as COMPLETED or FAILED, not {status.value}"
-            )
-        check_count(processed_count, "processed_count")
-        check_count(failed_count, "failed_count")
+        status, rows = check_completion(reservation, status, processed_count, failed_count, records)
         r = reservation
-        rows = record_rows(r.job_id, r.batch_id, records)
-        check_completion_counts(r, rows, processed_count, failed_count)
         with self._lock:
             b = self._held(r.job_id, r.batch_id, r.worker_id, r.version)
             if b is None:

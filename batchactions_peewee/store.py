@@ -38,7 +38,7 @@ from .domain import (
 from .encoding import (
     RecordRow,
     batch_json,
-    check_completion_counts,
+    check_completion,
     check_job,
     record_from_row,
     record_rows,
@@ -47,7 +47,6 @@ from .encoding import (
 )
 from .errors import (
     InvalidInputError,
-    InvalidStatusError,
     JobNotFoundError,
     SchemaMismatchError,
 )
@@ -915,15 +914,7 @@ class PeeweeStateStore:
     ) -> bool:
         """Write the batch's final state and its records in one transaction, only while the
         reservation still holds; return False and write nothing otherwise."""
-        status = status_of(BatchStatus, status)
-        if status.value not in _TERMINAL:
-            raise InvalidStatusError(
-                f"a batch completes as COMPLETED or FAILED, not {status.value}"
-            )
-        check_count(processed_count, "processed_count")
-        check_count(failed_count, "failed_count")
-        rows = record_rows(reservation.job_id, reservation.batch_id, records)
-        check_completion_counts(reservation, rows, processed_count, failed_count)
+        status, rows = check_completion(reservation, status, processed_count, failed_count, records)
         self._holds(reservation)  # checks the reservation's ids
         B = self.tables.batches
         r = self._r
