@@ -41,7 +41,14 @@ from playhouse import db_url
 from . import __version__
 from .codec import check_id
 from .dialects import dialect_for
-from .domain import JobProgress, JobState, JobStatus, ProcessedRecord, RecordStatus
+from .domain import (
+    FAILED_RECORD_STATUSES,
+    JobProgress,
+    JobState,
+    JobStatus,
+    ProcessedRecord,
+    RecordStatus,
+)
 from .encoding import record_from_row
 from .errors import BatchActionsError, InvalidInputError, JobExistsError
 from .migrate import history_table, migrate, migration_status
@@ -60,7 +67,6 @@ DEFAULT_LEASE_TIMEOUT_MS = 300_000
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 CONNECT_TIMEOUT_S = 10
 POLL_S = 0.5
-_FAILED_STATUSES = (RecordStatus.FAILED.value, RecordStatus.INVALID.value)
 
 logger = logging.getLogger(__name__)
 
@@ -275,7 +281,7 @@ def failed_records(
     while True:
         query: Any = (
             R.select(R.record_index, R.status, R.raw, R.parsed, R.errors, R.processing_error)
-            .where(R.job_id == job_id, R.status.in_(_FAILED_STATUSES), R.record_index > after)
+            .where(R.job_id == job_id, R.status.in_(FAILED_RECORD_STATUSES), R.record_index > after)
             .order_by(R.record_index)
             .limit(page)
             .tuples()

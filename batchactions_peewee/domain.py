@@ -73,6 +73,13 @@ class RecordStatus(str, enum.Enum):
     PENDING = "pending"
 
 
+#: Record statuses SPEC §3 counts as failed, and as still to do.
+FAILED_RECORD_STATUSES = (RecordStatus.FAILED.value, RecordStatus.INVALID.value)
+PENDING_RECORD_STATUSES = (RecordStatus.PENDING.value, RecordStatus.VALID.value)
+#: Batch statuses a batch ends in.
+TERMINAL_BATCH_STATUSES = (BatchStatus.COMPLETED.value, BatchStatus.FAILED.value)
+
+
 class ClaimFailureReason(str, enum.Enum):
     """Why ``claim_batch`` returned no reservation."""
 

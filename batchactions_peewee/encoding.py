@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from . import codec
 from .codec import check_count, check_id, check_text, check_timestamp, check_worker_id
 from .domain import (
+    FAILED_RECORD_STATUSES,
     Batch,
     BatchReservation,
     BatchStatus,
@@ -134,9 +135,6 @@ def set_batch_in_list(
     return False
 
 
-_FAILED = (RecordStatus.FAILED.value, RecordStatus.INVALID.value)
-
-
 def check_completion_counts(
     reservation: BatchReservation, rows: list[RecordRow], processed: int, failed: int
 ) -> None:
@@ -151,7 +149,7 @@ def check_completion_counts(
         return
     actual = (
         sum(1 for i in wanted if statuses[i] == RecordStatus.PROCESSED.value),
-        sum(1 for i in wanted if statuses[i] in _FAILED),
+        sum(1 for i in wanted if statuses[i] in FAILED_RECORD_STATUSES),
     )
     if actual != (processed, failed):
         raise InvalidInputError(

@@ -16,6 +16,9 @@ from typing import Protocol, runtime_checkable
 from . import codec
 from .codec import check_count, check_id, check_worker_id
 from .domain import (
+    FAILED_RECORD_STATUSES,
+    PENDING_RECORD_STATUSES,
+    TERMINAL_BATCH_STATUSES,
     Batch,
     BatchReservation,
     BatchState,
@@ -41,10 +44,6 @@ from .encoding import (
     status_of,
 )
 from .errors import InvalidInputError, JobNotFoundError
-
-FAILED_RECORD_STATUSES = (RecordStatus.FAILED.value, RecordStatus.INVALID.value)
-PENDING_RECORD_STATUSES = (RecordStatus.PENDING.value, RecordStatus.VALID.value)
-TERMINAL_BATCH_STATUSES = (BatchStatus.COMPLETED.value, BatchStatus.FAILED.value)
 
 
 @runtime_checkable

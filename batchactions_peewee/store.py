@@ -21,6 +21,9 @@ from . import codec
 from .codec import check_count, check_id, check_worker_id
 from .dialects import Dialect, dialect_for
 from .domain import (
+    FAILED_RECORD_STATUSES,
+    PENDING_RECORD_STATUSES,
+    TERMINAL_BATCH_STATUSES,
     Batch,
     BatchReservation,
     BatchState,
@@ -66,10 +69,7 @@ _BACKOFF_CAP_S = 1.0
 _CHUNK_BYTES = 4 * 1024 * 1024  # keep each bulk statement well inside max_allowed_packet
 _CLOCK_REFRESH_S = 30.0
 _RECORD_COLUMNS = 8  # the length of a RecordRow
-_FAILED = (RecordStatus.FAILED.value, RecordStatus.INVALID.value)
-_PENDING = (RecordStatus.PENDING.value, RecordStatus.VALID.value)
 _PENDING_BATCH = BatchStatus.PENDING.value
-_TERMINAL = (BatchStatus.COMPLETED.value, BatchStatus.FAILED.value)
 
 Clock = Callable[[], int]
 
@@ -615,12 +615,16 @@ class PeeweeStateStore:
     def get_failed_records(self, job_id: str) -> list[ProcessedRecord]:
         """Records with status failed or invalid, by record index."""
         R = self.tables.records
-        return self._select_records(R.job_id == check_id(job_id, "job id"), R.status.in_(_FAILED))
+        return self._select_records(
+            R.job_id == check_id(job_id, "job id"), R.status.in_(FAILED_RECORD_STATUSES)
+        )
 
     def get_pending_records(self, job_id: str) -> list[ProcessedRecord]:
         """Records with status pending or valid, by record index."""
         R = self.tables.records
-        return self._select_records(R.job_id == check_id(job_id, "job id"), R.status.in_(_PENDING))
+        return self._select_records(
+            R.job_id == check_id(job_id, "job id"), R.status.in_(PENDING_RECORD_STATUSES)
+        )
 
     def get_processed_records(self, job_id: str) -> list[ProcessedRecord]:
         """Records with status processed, by record index."""
@@ -984,7 +988,7 @@ class PeeweeStateStore:
                     J.id == job_id,
                     J.status == JobStatus.PROCESSING.value,
                     pw.fn.EXISTS(batches_where()),
-                    ~pw.fn.EXISTS(batches_where(B.status.not_in(_TERMINAL))),
+                    ~pw.fn.EXISTS(batches_where(B.status.not_in(TERMINAL_BATCH_STATUSES))),
                 )
                 .execute()
             )
@@ -1018,7 +1022,9 @@ class PeeweeStateStore:
         # A plain read first: while a batch is unfinished there is nothing to decide, and
         # workers call this after every batch; on SQLite the write transaction would take the
         # database's only write lock for nothing. The conditional UPDATE still decides.
-        if self._retrying(batches_where(B.status.not_in(_TERMINAL)).exists, transaction=False):
+        if self._retrying(
+            batches_where(B.status.not_in(TERMINAL_BATCH_STATUSES)).exists, transaction=False
+        ):
             return False
         return self._retrying(finalize, recover=landed)
 
