@@ -20,6 +20,7 @@ from .errors import BatchActionsError
 from .ports import (
     DistributedStateStore,
     InMemoryStateStore,
+    PendingRecordsWriter,
     StateStore,
     is_distributed_state_store,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "JobStatus",
     "LeaseLost",
     "PeeweeStateStore",
+    "PendingRecordsWriter",
     "PrepareResult",
     "ProcessedRecord",
     "ProcessingContext",

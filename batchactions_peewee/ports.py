@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from . import codec
 from .codec import check_count, check_id, check_worker_id
@@ -38,6 +38,7 @@ from .encoding import (
     batch_json,
     check_completion,
     check_job,
+    pending_rows,
     record_from_row,
     record_rows,
     set_batch_in_list,
@@ -75,6 +76,16 @@ class DistributedStateStore(StateStore, Protocol):
     def get_batch_records(self, job_id: str, batch_id: str) -> list[ProcessedRecord]: ...
     def get_distributed_status(self, job_id: str) -> DistributedJobStatus: ...
     def try_finalize_job(self, job_id: str) -> bool: ...
+
+
+@runtime_checkable
+class PendingRecordsWriter(Protocol):
+    """A store with a bulk path for source records not processed yet (both of ours have
+    one). ``prepare_job`` uses it when present, and ``save_batch_records`` otherwise."""
+
+    def save_pending_records(
+        self, job_id: str, batch_id: str, first_index: int, records: Sequence[Mapping[str, Any]]
+    ) -> None: ...
 
 
 def is_distributed_state_store(obj: object) -> bool:
@@ -494,6 +505,13 @@ class InMemoryStateStore:
         self, job_id: str, batch_id: str, records: Iterable[ProcessedRecord]
     ) -> None:
         rows = record_rows(job_id, batch_id, records)
+        with self._lock:
+            self._put_records(rows)
+
+    def save_pending_records(
+        self, job_id: str, batch_id: str, first_index: int, records: Sequence[Mapping[str, Any]]
+    ) -> None:
+        rows = pending_rows(job_id, batch_id, first_index, records)
         with self._lock:
             self._put_records(rows)
 

@@ -12,7 +12,9 @@ import contextlib
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from itertools import chain
+from operator import itemgetter
 from typing import Any, TypeVar, cast
 
 import peewee as pw
@@ -43,6 +45,7 @@ from .encoding import (
     batch_json,
     check_completion,
     check_job,
+    pending_rows,
     record_from_row,
     record_rows,
     set_batch_in_list,
@@ -387,8 +390,14 @@ class PeeweeStateStore:
         chunk length and reused: building it per call cost more than the database's work.
         """
         database = self._r.database
-        for chunk in self._chunks(rows, _RECORD_COLUMNS, weigh=_record_bytes):
-            params = [value for row in chunk for value in row]
+        if len(rows) <= self._r.dialect.max_params // _RECORD_COLUMNS and (
+            _records_bytes(rows) < _CHUNK_BYTES
+        ):
+            chunks: Iterable[Sequence[RecordRow]] = (rows,)  # the common case, weighed in C
+        else:
+            chunks = self._chunks(rows, _RECORD_COLUMNS, weigh=_record_bytes)
+        for chunk in chunks:
+            params = list(chain.from_iterable(chunk))
             database.execute_sql(self._upsert_sql(len(chunk)), params)  # type: ignore[no-untyped-call]
 
     def _upsert_sql(self, rows: int) -> str:
@@ -1038,6 +1047,16 @@ class PeeweeStateStore:
         if rows:
             self._retrying(lambda: self._upsert_records(rows))
 
+    def save_pending_records(
+        self, job_id: str, batch_id: str, first_index: int, records: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Bulk upsert of source records not processed yet, in one transaction: what
+        ``save_batch_records`` does with PENDING ProcessedRecords whose raw and parsed forms
+        are the given dicts, indexed from ``first_index``; ``prepare_job``'s bulk path."""
+        rows = pending_rows(job_id, batch_id, first_index, records)
+        if rows:
+            self._retrying(lambda: self._upsert_records(rows))
+
     def save_processed_records(
         self, job_id: str, batch_id: str, records: Iterable[ProcessedRecord]
     ) -> None:
@@ -1102,6 +1121,12 @@ class PeeweeStateStore:
 
 def _text_bytes(row: tuple[Any, ...]) -> int:
     return sum(len(v) for v in row if isinstance(v, str))
+
+
+def _records_bytes(rows: Sequence[RecordRow]) -> int:
+    """What ``_record_bytes`` sums to over ``rows``, without a Python call per row."""
+    texts = sum(sum(map(len, map(itemgetter(c), rows))) for c in (4, 5, 6))
+    return texts + sum(map(len, filter(None, map(itemgetter(7), rows))))
 
 
 def _record_bytes(row: RecordRow) -> int:

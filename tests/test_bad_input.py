@@ -20,6 +20,7 @@ from batchactions_peewee.errors import (
     BatchActionsError,
     DuplicateRecordError,
     InvalidIdentifierError,
+    InvalidInputError,
     InvalidStatusError,
     InvalidTablePrefixError,
     InvalidValueError,
@@ -82,6 +83,36 @@ def test_values_without_an_exact_json_form_are_refused(store: Store, name: str) 
         with pytest.raises(InvalidValueError):
             write()
     assert snapshot(store, j.id) == before
+
+
+@pytest.mark.parametrize("name", list(BAD_VALUES))
+def test_bulk_pending_records_refuse_the_same_values(store: Store, name: str) -> None:
+    j = job(batches=1)
+    store.save_job_state(j)
+    before = snapshot(store, j.id)
+    with pytest.raises(InvalidValueError):
+        store.save_pending_records(j.id, j.batches[0].id, 0, [{"ok": 1}, {"v": BAD_VALUES[name]}])
+    assert snapshot(store, j.id) == before
+
+
+def test_bulk_pending_records_refuse_bad_ids_indexes_and_non_dicts(store: Store) -> None:
+    j = job(batches=1)
+    store.save_job_state(j)
+    before = snapshot(store, j.id)
+    batch_id = j.batches[0].id
+    with pytest.raises(InvalidIdentifierError):
+        store.save_pending_records("", batch_id, 0, [{}])
+    with pytest.raises(InvalidIdentifierError):
+        store.save_pending_records(j.id, "x" * 37, 0, [{}])
+    with pytest.raises(InvalidValueError):
+        store.save_pending_records(j.id, batch_id, -1, [{}])
+    with pytest.raises(InvalidValueError):  # the last index would not fit its column
+        store.save_pending_records(j.id, batch_id, 2**31 - 2, [{}, {}, {}])
+    with pytest.raises(InvalidInputError):
+        store.save_pending_records(j.id, batch_id, 0, [{}, ["not", "a", "dict"]])  # type: ignore[list-item]
+    assert snapshot(store, j.id) == before
+    store.save_pending_records(j.id, batch_id, 2**31 - 2, [{}, {}])  # the last one fits
+    assert [r.index for r in store.get_pending_records(j.id)] == [2**31 - 2, 2**31 - 1]
 
 
 def test_job_config_without_json_form_is_refused(store: Store) -> None:

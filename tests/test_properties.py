@@ -17,6 +17,7 @@ from batchactions_peewee import (
     RecordStatus,
     ValidationError,
 )
+from batchactions_peewee.encoding import pending_rows, record_rows
 
 from .factories import uid
 
@@ -134,3 +135,26 @@ def test_one_record_saved_twice_reads_back_as_the_last(
         + store.get_pending_records(job_id)
     )
     assert everything == [second]
+
+
+@given(first=st.integers(0, 2**31 - 10), dicts=st.lists(json_objects, max_size=5))
+def test_pending_rows_are_the_rows_of_the_same_pending_records(
+    first: int, dicts: list[dict[str, Any]]
+) -> None:
+    pending = [
+        ProcessedRecord(index=first + k, raw=d, parsed=d, status=RecordStatus.PENDING)
+        for k, d in enumerate(dicts)
+    ]
+    assert pending_rows("j", "b", first, dicts) == record_rows("j", "b", pending)
+
+
+@given(dicts=st.lists(json_objects, min_size=1, max_size=5))
+def test_pending_records_survive_a_bulk_save_and_get(
+    store: Store, dicts: list[dict[str, Any]]
+) -> None:
+    job_id, batch_id = uid("job-"), uid("b-")
+    store.save_pending_records(job_id, batch_id, 7, dicts)
+    assert store.get_batch_records(job_id, batch_id) == [
+        ProcessedRecord(index=7 + k, raw=d, parsed=d, status=RecordStatus.PENDING)
+        for k, d in enumerate(dicts)
+    ]

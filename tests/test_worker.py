@@ -33,6 +33,8 @@ from batchactions_peewee import (
     JobStatus,
     LeaseLost,
     PeeweeStateStore,
+    PendingRecordsWriter,
+    ProcessedRecord,
     ProcessingContext,
     RecordFailed,
     RecordStatus,
@@ -219,6 +221,59 @@ def test_prepare_rejects_bad_record_and_leaves_no_job(bad: object, error: type[E
     assert store.get_job_state("bad") is None
     assert store.get_pending_records("bad") == []
     assert store.claim_batch("bad", "w").reason == ClaimFailureReason.JOB_NOT_FOUND
+
+
+class WithoutBulkPath:
+    """A store that implements the ports but not save_pending_records, as a user's own
+    DistributedStateStore may: prepare_job then goes through save_batch_records."""
+
+    def __init__(self, inner: InMemoryStateStore) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "save_pending_records":
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+@pytest.mark.parametrize("bulk", [True, False], ids=["save_pending_records", "save_batch_records"])
+def test_prepare_writes_the_same_records_with_and_without_the_bulk_path(bulk: bool) -> None:
+    inner = InMemoryStateStore()
+    store: Any = inner if bulk else WithoutBulkPath(inner)
+    assert isinstance(store, PendingRecordsWriter) is bulk
+    source = [{"n": i, "deep": {"l": [i, None, "é"]}} for i in range(7)]
+    result = prepare_job(store, iter(source), batch_size=3, job_id="j")
+    assert result.total_batches == 3
+    expected = [
+        ProcessedRecord(index=i, raw=d, parsed=d, status=RecordStatus.PENDING)
+        for i, d in enumerate(source)
+    ]
+    assert inner.get_pending_records("j") == expected
+
+
+def test_prepare_copies_each_record_as_it_reads_it() -> None:
+    store = InMemoryStateStore()
+    reused: dict[str, Any] = {}
+
+    def source() -> Iterator[dict[str, Any]]:
+        for i in range(5):  # one dict, changed for each record
+            reused["n"] = i
+            yield reused
+
+    prepare_job(store, source(), batch_size=5, job_id="j")
+    assert [r.raw for r in store.get_pending_records("j")] == [{"n": i} for i in range(5)]
+
+
+@pytest.mark.parametrize("bulk", [True, False], ids=["save_pending_records", "save_batch_records"])
+@pytest.mark.parametrize(
+    "bad", [{1: "int key"}, {"x": math.nan}, {"x": (1, 2)}, {"x": {"y": {2}}}, {"x": "\ud800"}]
+)
+def test_both_prepare_paths_refuse_the_same_records(bulk: bool, bad: dict[Any, Any]) -> None:
+    inner = InMemoryStateStore()
+    store: Any = inner if bulk else WithoutBulkPath(inner)
+    with pytest.raises(InvalidValueError):
+        prepare_job(store, iter([{"ok": 1}, bad]), batch_size=5, job_id="bad")
+    assert inner.get_job_state("bad") is None and inner.get_pending_records("bad") == []
 
 
 def test_prepare_source_that_raises_leaves_no_job() -> None:
