@@ -69,6 +69,10 @@ class Dialect:
         """``SELECT ... FOR UPDATE SKIP LOCKED`` is available on this server."""
         return False
 
+    def column_types(self, table: str) -> dict[str, str]:
+        """Each column of ``table`` with its SQL type (empty where nobody needs them)."""
+        return {}
+
     def transaction_id(self) -> object:
         """An id of the current transaction the server can later say was committed or not
         (None where it cannot)."""
@@ -154,6 +158,16 @@ class PostgresDialect(Dialect):
 
     def supports_skip_locked(self) -> bool:
         return True
+
+    def column_types(self, table: str) -> dict[str, str]:
+        """Each column of ``table`` (found through the search path, as a statement would
+        find it) with its SQL type: the TypeScript adapters' tables may hold JSON as jsonb."""
+        cursor: Any = self.database.execute_sql(  # type: ignore[no-untyped-call]
+            "SELECT attname, format_type(atttypid, NULL) FROM pg_attribute "
+            "WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
+            (f'"{table}"',),
+        )
+        return {name: kind for name, kind in cursor.fetchall()}
 
     def transaction_id(self) -> object:
         cursor: Any = self.database.execute_sql("SELECT txid_current()")  # type: ignore[no-untyped-call]
