@@ -94,6 +94,40 @@ def test_save_processed_record_replaces_the_record_with_the_same_index(store: St
     assert store.get_pending_records(j.id) == []
 
 
+def varied_records(count: int, version: int) -> list[ProcessedRecord]:
+    """Records of every shape a bulk write carries: parsed equal to raw or not, errors,
+    processing errors, nested and non-ASCII JSON, empty objects."""
+    out = []
+    for i in range(count):
+        raw = {"n": i, "v": version, "nested": {"list": [i, 1.5, None, True, "zoë 😀"]}}
+        parsed = raw if i % 3 else {"n": str(i), "v": version}
+        out.append(
+            ProcessedRecord(
+                index=i * 7,
+                raw={} if i == 5 else raw,
+                parsed=parsed,
+                status=list(RecordStatus)[i % len(RecordStatus)],
+                errors=[ValidationError(field="n", message=f"bad {i}", code="CUSTOM_VALIDATION")]
+                if i % 4 == 0
+                else [],
+                processing_error=f"error {i} ✓" if i % 5 == 0 else None,
+            )
+        )
+    return out
+
+
+@pytest.mark.parametrize("count", [1, 15, 16, 200])
+def test_bulk_writes_of_every_size_and_shape_read_back_unchanged(store: Store, count: int) -> None:
+    # PostgreSQL switches statement form at 16 rows: both forms must write the same rows.
+    j = job(batches=1)
+    store.save_job_state(j)
+    batch_id = j.batches[0].id
+    store.save_batch_records(j.id, batch_id, varied_records(count, 1))
+    assert store.get_batch_records(j.id, batch_id) == varied_records(count, 1)
+    store.save_batch_records(j.id, batch_id, varied_records(count, 2))  # an upsert: replaced
+    assert store.get_batch_records(j.id, batch_id) == varied_records(count, 2)
+
+
 def test_records_of_other_jobs_are_not_mixed_in(store: Store) -> None:
     a, b = job(distributed=False), job(distributed=False)
     store.save_job_state(a)

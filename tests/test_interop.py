@@ -521,6 +521,23 @@ def test_store_writes_json_objects_into_prismas_postgres_jsonb_tables(
         )
         assert kinds == [("object", "array", "object", "object", "array", True)]
         assert store.get_batch_records(GOLDEN_JOB.id, "golden-b0") == [GOLDEN_RECORD]
+        # A bulk write of many records takes PostgreSQL's other statement form (arrays
+        # cast to the columns' types): it too must land as JSON objects.
+        many = [
+            GOLDEN_RECORD.model_copy(
+                update={"index": 100 + i, "parsed": {"i": i}, "errors": [], "status": "processed"}
+            )
+            for i in range(40)
+        ]
+        store.save_batch_records(GOLDEN_JOB.id, "golden-b1", many)
+        kinds = execute(
+            database,
+            f'SELECT DISTINCT jsonb_typeof("raw"), jsonb_typeof("parsed"), jsonb_typeof("errors") '
+            f'FROM "{prefix}records" WHERE "batchId" = %s',
+            ["golden-b1"],
+        )
+        assert kinds == [("object", "object", "array")]
+        assert store.get_batch_records(GOLDEN_JOB.id, "golden-b1") == many
         claimed = GOLDEN_JOB.batches[0].model_copy(
             update={
                 "status": BatchStatus.PROCESSING,
