@@ -131,6 +131,46 @@ class ProcessedRecord(DomainModel):
     retry_count: Int | None = None
 
 
+_RECORD_FIELDS = frozenset(ProcessedRecord.model_fields)
+_set = object.__setattr__
+
+
+def trusted_record(
+    index: int,
+    raw: dict[str, Any],
+    parsed: dict[str, Any],
+    status: RecordStatus,
+    processing_error: str | None = None,
+    retry_count: int | None = None,
+) -> ProcessedRecord:
+    """A ProcessedRecord without errors, built without validation from values that already
+    have their fields' types: read back from our own JSON, or taken from a validated record.
+
+    Equal to ``ProcessedRecord(...)`` of the same values (tests/test_domain.py checks it),
+    in half the time, and ``raw``/``parsed`` are kept as given, not copied. Sets what
+    pydantic's own ``model_construct`` sets, without its per-field loop (which is slower
+    than validating).
+    """
+    record = ProcessedRecord.__new__(ProcessedRecord)
+    _set(
+        record,
+        "__dict__",
+        {
+            "index": index,
+            "raw": raw,
+            "parsed": parsed,
+            "status": status,
+            "errors": [],
+            "processing_error": processing_error,
+            "retry_count": retry_count,
+        },
+    )
+    _set(record, "__pydantic_fields_set__", set(_RECORD_FIELDS))
+    _set(record, "__pydantic_extra__", None)
+    _set(record, "__pydantic_private__", None)
+    return record
+
+
 class Batch(DomainModel):
     """A slice of a job's records, claimed and processed as one unit."""
 

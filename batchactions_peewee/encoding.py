@@ -22,6 +22,7 @@ from .domain import (
     JobStatus,
     ProcessedRecord,
     RecordStatus,
+    trusted_record,
 )
 from .errors import DuplicateRecordError, InvalidInputError, InvalidStatusError
 
@@ -108,15 +109,32 @@ def pending_rows(
     return rows
 
 
+_RECORD_STATUS_OF_TEXT = {member.value: member for member in RecordStatus}
+_PROCESSED = RecordStatus.PROCESSED.value
+
+
 def record_from_row(row: tuple[Any, ...]) -> ProcessedRecord:
     """A record from (recordIndex, status, raw, parsed, errors, processingError)."""
     index, status, raw, parsed, errors, processing_error = row
+    raw_value, parsed_value = codec.loads(raw), codec.loads(parsed)
+    no_errors = errors is None or errors == "[]"
+    member = _RECORD_STATUS_OF_TEXT.get(status) if type(status) is str else None
+    if (
+        no_errors
+        and member is not None
+        and type(raw_value) is dict
+        and type(parsed_value) is dict
+        and (processing_error is None or type(processing_error) is str)
+    ):
+        # Every value has its field's type (JSON object keys are strings): validation
+        # would only copy the dicts (it took a third of a worker's reads).
+        return trusted_record(int(index), raw_value, parsed_value, member, processing_error)
     return ProcessedRecord(
         index=int(index),
         status=status,
-        raw=codec.loads(raw),
-        parsed=codec.loads(parsed),
-        errors=[] if errors is None or errors == "[]" else codec.loads(errors),
+        raw=raw_value,
+        parsed=parsed_value,
+        errors=[] if no_errors else codec.loads(errors),
         processing_error=processing_error,
     )
 
@@ -170,11 +188,15 @@ def check_completion_counts(
     """
     wanted = range(reservation.record_start_index, reservation.record_end_index + 1)
     statuses = {row[2]: row[3] for row in rows}
-    if not wanted or any(i not in statuses for i in wanted):
+    if not wanted or len(statuses) < len(wanted) or not statuses.keys() >= set(wanted):
         return
+    if len(statuses) == len(wanted):  # the usual case: exactly the batch's records
+        tally = Counter(statuses.values())
+    else:
+        tally = Counter(statuses[i] for i in wanted)
     actual = (
-        sum(1 for i in wanted if statuses[i] == RecordStatus.PROCESSED.value),
-        sum(1 for i in wanted if statuses[i] in FAILED_RECORD_STATUSES),
+        tally[_PROCESSED],
+        sum(tally[status] for status in FAILED_RECORD_STATUSES),
     )
     if actual != (processed, failed):
         raise InvalidInputError(

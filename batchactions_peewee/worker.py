@@ -38,6 +38,7 @@ from .domain import (
     JobStatus,
     ProcessedRecord,
     RecordStatus,
+    trusted_record,
 )
 from .errors import InvalidInputError, InvalidValueError, JobExistsError, JobNotFoundError
 from .ports import DistributedStateStore, PendingRecordsWriter
@@ -807,12 +808,10 @@ class Worker:
                 if context.lease_lost.is_set():
                     return None
                 continue
-            return ProcessedRecord(
-                index=record.index,
-                raw=record.raw,
-                parsed=parsed,
-                status=RecordStatus.PROCESSED,
-                retry_count=attempt,
+            # Without validation (it took a tenth of a worker's time): every value comes
+            # from a validated record or from the schema's JSON-mode dump.
+            return trusted_record(
+                record.index, record.raw, parsed, RecordStatus.PROCESSED, retry_count=attempt
             )
 
     def _wait(self, seconds: float, lease_lost: threading.Event) -> None:

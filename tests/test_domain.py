@@ -17,6 +17,7 @@ from batchactions_peewee import (
     ProcessedRecord,
     RecordStatus,
 )
+from batchactions_peewee.domain import trusted_record
 
 
 def test_models_dump_the_typescript_json_shape() -> None:
@@ -171,3 +172,32 @@ def test_terminal_statuses() -> None:
 def test_json_form_leaves_out_unset_optionals_but_keeps_unknown_keys_even_when_null() -> None:
     config = JobConfig.model_validate({"batchSize": 2, "custom": None, "maxRetries": None})
     assert config.to_json_dict() == {"batchSize": 2, "custom": None}
+
+
+@pytest.mark.parametrize(
+    ("processing_error", "retry_count"), [(None, None), ("boom ✓", 2), (None, 0)]
+)
+def test_a_trusted_record_is_the_validated_record(
+    processing_error: str | None, retry_count: int | None
+) -> None:
+    raw = {"n": 1, "nested": {"l": [1, 2.5, None, "é"]}}
+    parsed = {"n": "1"}
+    fast = trusted_record(7, raw, parsed, RecordStatus.FAILED, processing_error, retry_count)
+    slow = ProcessedRecord(
+        index=7,
+        raw=raw,
+        parsed=parsed,
+        status=RecordStatus.FAILED,
+        processing_error=processing_error,
+        retry_count=retry_count,
+    )
+    assert fast == slow and slow == fast
+    assert repr(fast) == repr(slow)
+    assert fast.model_dump() == slow.model_dump()
+    assert fast.to_json_dict() == slow.to_json_dict()
+    assert fast.model_dump_json() == slow.model_dump_json()
+    assert fast.model_copy(update={"index": 8}) == slow.model_copy(update={"index": 8})
+    assert ProcessedRecord.model_validate(fast.model_dump()) == slow
+    assert fast.raw is raw and fast.parsed is parsed  # kept, not copied
+    with pytest.raises(pydantic.ValidationError):
+        fast.index = 9  # type: ignore[misc]  # frozen, like every domain model

@@ -127,6 +127,18 @@ def test_completion_counts_must_match_the_records_they_carry(store: Store) -> No
     )
 
 
+def test_counts_are_checked_against_the_batchs_own_records_only(store: Store) -> None:
+    j = job(batches=1, per_batch=3)
+    store.save_job_state(j)
+    r = store.claim_batch(j.id, "w").reservation
+    assert r is not None
+    start = r.record_start_index
+    done = [record(start + i, "processed") for i in range(3)] + [record(start + 50, "failed")]
+    with pytest.raises(InvalidInputError):  # the record outside the batch is not counted
+        store.complete_batch(r, processed_count=3, failed_count=1, records=done)
+    assert store.complete_batch(r, processed_count=3, failed_count=0, records=done)
+
+
 def test_partial_record_sets_are_not_second_guessed(store: Store) -> None:
     j = job(batches=1, per_batch=3)
     store.save_job_state(j)
