@@ -93,7 +93,7 @@ BUSY_TIMEOUT_MS = 60_000
 
 @dataclass(frozen=True)
 class Sizes:
-    """How much work each row does. ``rounds``: library/raw pairs per row (median taken)."""
+    """How much work each row does. ``rounds``: rounds of each bulk row (median taken)."""
 
     rounds: int
     batch_size: int  # records per save_batch_records call / prepare_job batch
@@ -113,7 +113,7 @@ class Sizes:
 
 
 FULL = Sizes(
-    rounds=5,
+    rounds=9,
     batch_size=500,
     save_batches=20,
     prepare_records=10_000,
@@ -470,31 +470,39 @@ RECORD_UPSERT_SET = tuple(c for c in RECORD_COLUMNS if c not in RECORD_UPSERT_KE
 class Bench:
     """One backend's benchmark database(s), with a library store and raw tables per row.
 
-    On SQLite the raw side writes to a second file beside the library's (same pragmas), so
-    that each side pays for its own WAL checkpoints rather than for whichever side's commit
-    happens to trigger one. On a server both sides share the benchmark's database.
+    Each side has tables of its own (created by the library: the same DDL). On SQLite each
+    side also has a file of its own (same pragmas: ``raw.db`` and ``ready.db`` beside the
+    library's), so that each pays for its own WAL checkpoints rather than for whichever
+    side's commit happens to trigger one. On a server the sides share the benchmark's
+    database.
     """
 
     def __init__(self, target: Target, sizes: Sizes, profile_dir: Path | None = None) -> None:
         self.target = target
-        self.raw_target = (
-            replace(target, path=str(Path(target.path).with_name("raw.db")))
-            if target.kind == "sqlite"
-            else target
-        )
         self.kind = target.kind
         self.sizes = sizes
         self.profile_dir = profile_dir
         self.db = target.peewee()
-        self.raw_db = self.raw_target.peewee() if target.kind == "sqlite" else self.db
-        self.raw = self.raw_target.raw()  # the raw side's connection
         self.admin = target.raw()  # setup and checks of the library's tables (never timed)
+        self.raw_target = self._beside(target, "raw.db")
+        self.ready_target = self._beside(target, "ready.db")
+        self.raw_db = self.raw_target.peewee() if target.kind == "sqlite" else self.db
+        self.ready_db = self.ready_target.peewee() if target.kind == "sqlite" else self.db
+        self.raw = self.raw_target.raw()  # the raw side's connection
+        self.ready = self.ready_target.raw()  # the ready side's connection
         self.stores: list[PeeweeStateStore] = []
 
-    def store(self, prefix: str, *, raw: bool = False) -> PeeweeStateStore:
-        """A store with fresh tables. ``raw``: tables for the raw side, in its database,
-        created by the library (same DDL); the raw side writes them with hand-written SQL."""
-        store = PeeweeStateStore(self.raw_db if raw else self.db, table_prefix=prefix)
+    @staticmethod
+    def _beside(target: Target, name: str) -> Target:
+        if target.kind != "sqlite":
+            return target
+        return replace(target, path=str(Path(target.path).with_name(name)))
+
+    def store(self, prefix: str, *, side: str = "library") -> PeeweeStateStore:
+        """A store with fresh tables in ``side``'s database ("library", "raw" or "ready");
+        the raw sides write theirs with hand-written SQL."""
+        database = {"library": self.db, "raw": self.raw_db, "ready": self.ready_db}[side]
+        store = PeeweeStateStore(database, table_prefix=prefix)
         store.drop_tables()
         store.create_tables()
         self.stores.append(store)
@@ -532,10 +540,10 @@ class Bench:
 
     def close(self) -> None:
         self.drop_all()
-        self.raw.close()
-        self.admin.close()
-        self.db.close()
-        self.raw_db.close()
+        for conn in (self.raw, self.ready, self.admin):
+            conn.close()
+        for db in {id(d): d for d in (self.db, self.raw_db, self.ready_db)}.values():
+            db.close()
 
 
 Step = Callable[[], float]  # prepares untimed, runs its timed part, returns its seconds
@@ -665,17 +673,19 @@ def row_save(b: Bench) -> list[Row]:
     INSERT of the same rows per batch, in one transaction."""
     s = b.sizes
     lib = b.store("sl_")
-    b.store("sr_", raw=True)
-    raw = b.raw
+    b.store("sr_", side="raw")
+    b.store("sy_", side="ready")
     bs = s.batch_size
     payload = [records(k * bs, bs, RecordStatus.PENDING) for k in range(s.save_batches)]
 
-    def raw_insert(rows: list[tuple[Any, ...]]) -> None:
-        with raw.transaction():
-            raw.insert_many("sr_records", RECORD_COLUMNS, rows)
+    def insert(conn: Raw, table: str, rows: list[tuple[Any, ...]]) -> None:
+        with conn.transaction():
+            conn.insert_many(table, RECORD_COLUMNS, rows)
+
+    raw_insert = partial(insert, b.ready, "sy_records")
 
     def raw_encode_insert(job_id: str, batch_id: str, chunk: list[ProcessedRecord]) -> None:
-        raw_insert(raw_record_rows(job_id, batch_id, chunk))
+        insert(b.raw, "sr_records", raw_record_rows(job_id, batch_id, chunk))
 
     def make_round() -> Round:
         lib_job, raw_job, ready_job = new_id("j"), new_id("j"), new_id("j")
@@ -702,32 +712,42 @@ def row_prepare(b: Bench) -> list[Row]:
         return [Row(b.kind, what, "-", "-", None, ">= 0.8x", "skipped: no worker.py")]
     s = b.sizes
     lib = b.store("pl_")
-    b.store("pr_", raw=True)
-    raw = b.raw
+    b.store("pr_", side="raw")
+    b.store("py_", side="ready")
     n, bs = s.prepare_records, s.batch_size
     source = [source_record(i) for i in range(n)]
     texts = [dumps(d) for d in source]  # the ready side gets its JSON encoded beforehand
     config = dumps({"batchSize": bs})
-    jobs, p = raw.q("pr_jobs"), raw.p
-    create = (
-        f"INSERT INTO {jobs} ({raw.cols(['id', 'status', 'config', 'batches'])}) "
-        f"VALUES ({p}, {p}, {p}, {p})"
-    )
-    sets = ", ".join(
-        f"{raw.q(c)} = {p}" for c in ("status", "totalRecords", "startedAt", "distributed")
-    )
-    start = f"UPDATE {jobs} SET {sets} WHERE {raw.q('id')} = {p}"
 
-    def raw_prepare(
-        job_id: str, chunks: Iterable[list[Any]], batch_rows: list[Any], config: str
+    def write(
+        conn: Raw,
+        prefix: str,
+        job_id: str,
+        chunks: Iterable[list[Any]],
+        batch_rows: list[Any],
+        config: str,
     ) -> None:
-        raw.execute(create, (job_id, "CREATED", config, "[]"))
+        q, p = conn.q, conn.p
+        jobs = q(f"{prefix}jobs")
+        conn.execute(
+            f"INSERT INTO {jobs} ({conn.cols(['id', 'status', 'config', 'batches'])}) "
+            f"VALUES ({p}, {p}, {p}, {p})",
+            (job_id, "CREATED", config, "[]"),
+        )
         for chunk in chunks:
-            with raw.transaction():
-                raw.insert_many("pr_records", RECORD_COLUMNS, chunk)
-        with raw.transaction():
-            raw.insert_many("pr_batches", BATCH_COLUMNS, batch_rows)
-            raw.execute(start, ("PROCESSING", n, int(time.time() * 1000), True, job_id))
+            with conn.transaction():
+                conn.insert_many(f"{prefix}records", RECORD_COLUMNS, chunk)
+        sets = ", ".join(
+            f"{q(c)} = {p}" for c in ("status", "totalRecords", "startedAt", "distributed")
+        )
+        with conn.transaction():
+            conn.insert_many(f"{prefix}batches", BATCH_COLUMNS, batch_rows)
+            conn.execute(
+                f"UPDATE {jobs} SET {sets} WHERE {q('id')} = {p}",
+                ("PROCESSING", n, int(time.time() * 1000), True, job_id),
+            )
+
+    raw_prepare = partial(write, b.ready, "py_")
 
     def plan(job_id: str) -> tuple[list[tuple[str, range]], list[Any]]:
         batch_ids = [str(uuid.uuid4()) for _ in range(0, n, bs)]
@@ -750,7 +770,7 @@ def row_prepare(b: Bench) -> list[Row]:
                     chunk.append((job_id, bid, i, "pending", text, text, "[]", None))
                 yield chunk
 
-        raw_prepare(job_id, chunks(), batch_rows, encode({"batchSize": bs}))
+        write(b.raw, "pr_", job_id, chunks(), batch_rows, encode({"batchSize": bs}))
 
     def make_round() -> Round:
         job_id = str(uuid.uuid4())
@@ -777,21 +797,26 @@ def row_complete(b: Bench) -> list[Row]:
     the fenced UPDATE and one executemany upsert of the same rows."""
     s = b.sizes
     lib = b.store("cl_")
-    raw_store = b.store("cr_", raw=True)
-    raw = b.raw
+    raw_store = b.store("cr_", side="raw")
+    ready_store = b.store("cy_", side="ready")
     m = s.complete_records
-    p, q = raw.p, raw.q
-    fence = (
-        f"UPDATE {q('cr_batches')} SET {q('status')} = {p}, {q('processedCount')} = {p}, "
-        f"{q('failedCount')} = {p}, {q('version')} = {q('version')} + 1 "
-        f"WHERE {q('id')} = {p} AND {q('jobId')} = {p} AND {q('workerId')} = {p} "
-        f"AND {q('version')} = {p} AND {q('status')} = {p}"
-    )
-    claim = (
-        f"UPDATE {q('cr_batches')} SET {q('status')} = 'PROCESSING', "
-        f"{q('workerId')} = 'bench', {q('version')} = 1 WHERE {q('id')} = {p}"
-    )
-    tail = raw.upsert_tail(RECORD_UPSERT_KEY, RECORD_UPSERT_SET)
+
+    def statements(conn: Raw, prefix: str) -> tuple[str, str, str]:
+        p, q = conn.p, conn.q
+        batches = q(f"{prefix}batches")
+        fence = (
+            f"UPDATE {batches} SET {q('status')} = {p}, {q('processedCount')} = {p}, "
+            f"{q('failedCount')} = {p}, {q('version')} = {q('version')} + 1 "
+            f"WHERE {q('id')} = {p} AND {q('jobId')} = {p} AND {q('workerId')} = {p} "
+            f"AND {q('version')} = {p} AND {q('status')} = {p}"
+        )
+        claim = (
+            f"UPDATE {batches} SET {q('status')} = 'PROCESSING', "
+            f"{q('workerId')} = 'bench', {q('version')} = 1 WHERE {q('id')} = {p}"
+        )
+        return fence, claim, conn.upsert_tail(RECORD_UPSERT_KEY, RECORD_UPSERT_SET)
+
+    sql = {"cr_": statements(b.raw, "cr_"), "cy_": statements(b.ready, "cy_")}
 
     def library_step(job_id: str) -> float:
         res = lib.claim_batch(job_id, "bench").reservation
@@ -801,21 +826,25 @@ def row_complete(b: Bench) -> list[Row]:
             partial(lib.complete_batch, res, processed_count=m, failed_count=0, records=done)
         )
 
-    def raw_complete(job_id: str, batch_id: str, rows: list[tuple[Any, ...]]) -> None:
-        with raw.transaction():
+    def raw_complete(
+        conn: Raw, prefix: str, job_id: str, batch_id: str, rows: list[tuple[Any, ...]]
+    ) -> None:
+        fence, _, tail = sql[prefix]
+        with conn.transaction():
             args = ("COMPLETED", m, 0, batch_id, job_id, "bench", 1, "PROCESSING")
-            if raw.execute(fence, args) != 1:
+            if conn.execute(fence, args) != 1:
                 raise AssertionError("the raw fence refused its own claim")
-            raw.insert_many("cr_records", RECORD_COLUMNS, rows, tail)
+            conn.insert_many(f"{prefix}records", RECORD_COLUMNS, rows, tail)
 
     def raw_encode_complete(job_id: str, batch_id: str, done: list[ProcessedRecord]) -> None:
-        raw_complete(job_id, batch_id, raw_record_rows(job_id, batch_id, done))
+        raw_complete(b.raw, "cr_", job_id, batch_id, raw_record_rows(job_id, batch_id, done))
 
     def raw_step(job_id: str, k: int, batch_id: str, *, ready: bool) -> float:
-        raw.execute(claim, (batch_id,))
+        conn, prefix = (b.ready, "cy_") if ready else (b.raw, "cr_")
+        conn.execute(sql[prefix][1], (batch_id,))  # the claim, untimed
         if ready:
             rows = record_tuples(job_id, batch_id, k * m, m, "processed")
-            return timed(partial(raw_complete, job_id, batch_id, rows))
+            return timed(partial(raw_complete, conn, prefix, job_id, batch_id, rows))
         done = records(k * m, m, RecordStatus.PROCESSED)
         return timed(partial(raw_encode_complete, job_id, batch_id, done))
 
@@ -823,7 +852,7 @@ def row_complete(b: Bench) -> list[Row]:
         lib_job, raw_job, ready_job = new_id("j"), new_id("j"), new_id("j")
         setup_job(lib, lib_job, s.complete_calls, m, with_records=True)
         raw_ids = setup_job(raw_store, raw_job, s.complete_calls, m, with_records=True)
-        ready_ids = setup_job(raw_store, ready_job, s.complete_calls, m, with_records=True)
+        ready_ids = setup_job(ready_store, ready_job, s.complete_calls, m, with_records=True)
         return Round(
             s.complete_calls * m,
             [partial(library_step, lib_job) for _ in raw_ids],
@@ -841,16 +870,19 @@ def row_single(b: Bench) -> list[Row]:
     call (autocommit on both sides), on records a batch already holds."""
     s = b.sizes
     lib = b.store("ol_")
-    raw_store = b.store("or_", raw=True)
-    raw = b.raw
+    raw_store = b.store("or_", side="raw")
+    ready_store = b.store("oy_", side="ready")
     n = s.single_calls
     step = 25
     done = records(0, n, RecordStatus.PROCESSED)
-    tail = raw.upsert_tail(RECORD_UPSERT_KEY, RECORD_UPSERT_SET)
-    marks = ", ".join([raw.p] * len(RECORD_COLUMNS))
-    upsert = (
-        f"INSERT INTO {raw.q('or_records')} ({raw.cols(RECORD_COLUMNS)}) VALUES ({marks}){tail}"
-    )
+
+    def upsert(conn: Raw, prefix: str) -> str:
+        tail = conn.upsert_tail(RECORD_UPSERT_KEY, RECORD_UPSERT_SET)
+        marks = ", ".join([conn.p] * len(RECORD_COLUMNS))
+        table = conn.q(f"{prefix}records")
+        return f"INSERT INTO {table} ({conn.cols(RECORD_COLUMNS)}) VALUES ({marks}){tail}"
+
+    raw_upsert, ready_upsert = upsert(b.raw, "or_"), upsert(b.ready, "oy_")
 
     def library_calls(job_id: str, batch_id: str, chunk: list[ProcessedRecord]) -> None:
         for record in chunk:
@@ -858,18 +890,18 @@ def row_single(b: Bench) -> list[Row]:
 
     def raw_calls(rows: list[tuple[Any, ...]]) -> None:
         for row in rows:
-            raw.execute(upsert, row)
+            b.ready.execute(ready_upsert, row)
 
     def raw_encode_calls(job_id: str, batch_id: str, chunk: list[ProcessedRecord]) -> None:
         for record in chunk:
             (row,) = raw_record_rows(job_id, batch_id, [record])
-            raw.execute(upsert, row)
+            b.raw.execute(raw_upsert, row)
 
     def make_round() -> Round:
         lib_job, raw_job, ready_job = new_id("j"), new_id("j"), new_id("j")
         (lib_batch,) = setup_job(lib, lib_job, 1, n, with_records=True)
         (raw_batch,) = setup_job(raw_store, raw_job, 1, n, with_records=True)
-        (ready_batch,) = setup_job(raw_store, ready_job, 1, n, with_records=True)
+        (ready_batch,) = setup_job(ready_store, ready_job, 1, n, with_records=True)
         rows = record_tuples(ready_job, ready_batch, 0, n, "processed")
         steps = range(0, n, step)
         return Round(
@@ -1096,7 +1128,7 @@ def row_cycles(b: Bench) -> list[Row]:
     n = s.cycle_batches
     lib_prefix, raw_prefix = "yl_", "yr_"
     lib = b.store(lib_prefix)
-    raw_store = b.store(raw_prefix, raw=True)
+    raw_store = b.store(raw_prefix, side="raw")
     modes = [("threads", t) for t in s.threads] + [("processes", s.processes)]
     rows = []
     for mode, count in modes:
@@ -1529,7 +1561,7 @@ def run_e2e(b: Bench, side: str, prefix: str) -> E2E:
     s = b.sizes
     n, procs_n = s.e2e_records, s.e2e_processes
     target = b.target if side == "library" else b.raw_target
-    store = b.store(prefix, raw=side != "library")
+    store = b.store(prefix, side=side)
     prepare, work = (
         (_e2e_prepare, _e2e_work) if side == "library" else (_raw_e2e_prepare, _raw_e2e_work)
     )
@@ -1675,7 +1707,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="smaller sizes, 3 rounds")
     size.add_argument("--smoke", action="store_true", help="tiny sizes: checks that it runs")
-    parser.add_argument("--rounds", type=int, help="library/raw pairs per row (median)")
+    parser.add_argument("--rounds", type=int, help="rounds of each bulk row (median)")
     parser.add_argument(
         "--profile",
         metavar="DIR",
