@@ -98,15 +98,19 @@ def pending_rows(
     check_id(batch_id, "batch id")
     check_count(first_index, "record index")
     check_count(first_index + max(0, len(records) - 1), "record index")
-    pending = RecordStatus.PENDING.value
-    dumps = codec.dumps
-    rows: list[RecordRow] = []
+    values: list[dict[str, Any]] = []
     for index, record in enumerate(records, first_index):
-        if not isinstance(record, Mapping):
-            raise InvalidInputError(f"record {index} is a {type(record).__name__}, not a dict")
-        text = dumps(record if type(record) is dict else dict(record), what="raw", record=index)
-        rows.append((job_id, batch_id, index, pending, text, text, "[]", None))
-    return rows
+        if type(record) is not dict:
+            if not isinstance(record, Mapping):
+                raise InvalidInputError(f"record {index} is a {type(record).__name__}, not a dict")
+            record = dict(record)
+        values.append(record)
+    texts = codec.dumps_each(values, what="raw", first_record=first_index)
+    pending = RecordStatus.PENDING.value
+    return [
+        (job_id, batch_id, index, pending, text, text, "[]", None)
+        for index, text in enumerate(texts, first_index)
+    ]
 
 
 _RECORD_STATUS_OF_TEXT = {member.value: member for member in RecordStatus}
