@@ -331,9 +331,13 @@ def _write_batches(
         chunk.clear()
 
     for record in records:
-        if not isinstance(record, Mapping):
+        # Copied: a source may hand out one dict, changed for each record.
+        if type(record) is dict:
+            chunk.append(record.copy())
+        elif isinstance(record, Mapping):
+            chunk.append(dict(record))
+        else:
             raise InvalidInputError(f"record {total} is a {type(record).__name__}, not a dict")
-        chunk.append(dict(record))  # a source may hand out one dict, changed for each record
         total += 1
         if len(chunk) == batch_size:
             flush()
