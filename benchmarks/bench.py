@@ -4,11 +4,12 @@
         [--smoke] [--rows save,prepare,complete,single,cycles,progress,e2e] [--rounds N]
 
 Every row runs the library and the raw driver (sqlite3, pymysql, psycopg2 with hand-written
-SQL) on identically shaped tables in the same database, interleaved and repeated, and prints
-the ratio library / raw. Absolute numbers move between runs on a shared machine; ratios
-measured in the same run barely do. See benchmarks/README.md for what each row measures and
-benchmarks/RESULTS.md for the numbers of this machine. The full run takes 4 to 8 minutes on
-2 cores, --quick about 1.5, --smoke a few seconds per backend.
+SQL) on identically shaped tables of their own (on SQLite each side in its own file),
+interleaved and repeated, and prints the ratio library / raw. Absolute numbers move
+between runs on a shared machine; ratios measured in the same run barely do. See
+benchmarks/README.md for what each row measures and benchmarks/RESULTS.md for the numbers
+of this machine. The full run takes about 9 minutes on 2 cores, --quick about 2, --smoke a
+few seconds per backend.
 
 Server URLs come from --mysql-url / --postgres-url, else BATCHACTIONS_TEST_MYSQL_URL /
 BATCHACTIONS_TEST_POSTGRES_URL, else the local defaults; the benchmark creates a database of
