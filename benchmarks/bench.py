@@ -705,8 +705,9 @@ def row_save(b: Bench) -> list[Row]:
 
 
 def row_prepare(b: Bench) -> list[Row]:
-    """prepare_job from dicts, against the same rows written raw: the job row, one
-    executemany per batch in its own transaction, then the batch rows and the job update."""
+    """prepare_job from dicts, against the same job written raw (RawPipeline.prepare): the
+    job row, one executemany per batch in its own transaction, then the batch rows and the
+    job update."""
     worker = worker_module()
     what = f"prepare_job, {b.sizes.batch_size}/batch (records/s)"
     if worker is None:
@@ -719,73 +720,27 @@ def row_prepare(b: Bench) -> list[Row]:
     source = [source_record(i) for i in range(n)]
     texts = [dumps(d) for d in source]  # the ready side gets its JSON encoded beforehand
     config = dumps({"batchSize": bs})
+    raw, ready = RawPipeline(b.raw, "pr_"), RawPipeline(b.ready, "py_")
 
-    def write(
-        conn: Raw,
-        prefix: str,
-        job_id: str,
-        chunks: Iterable[list[Any]],
-        batch_rows: list[Any],
-        config: str,
-    ) -> None:
-        q, p = conn.q, conn.p
-        jobs = q(f"{prefix}jobs")
-        conn.execute(
-            f"INSERT INTO {jobs} ({conn.cols(['id', 'status', 'config', 'batches'])}) "
-            f"VALUES ({p}, {p}, {p}, {p})",
-            (job_id, "CREATED", config, "[]"),
-        )
-        for chunk in chunks:
-            with conn.transaction():
-                conn.insert_many(f"{prefix}records", RECORD_COLUMNS, chunk)
-        sets = ", ".join(
-            f"{q(c)} = {p}" for c in ("status", "totalRecords", "startedAt", "distributed")
-        )
-        with conn.transaction():
-            conn.insert_many(f"{prefix}batches", BATCH_COLUMNS, batch_rows)
-            conn.execute(
-                f"UPDATE {jobs} SET {sets} WHERE {q('id')} = {p}",
-                ("PROCESSING", n, int(time.time() * 1000), True, job_id),
-            )
-
-    raw_prepare = partial(write, b.ready, "py_")
-
-    def plan(job_id: str) -> tuple[list[tuple[str, range]], list[Any]]:
+    def make_round() -> Round:
+        # The ready side's ids and rows are made here, untimed.
+        job_id = str(uuid.uuid4())
         batch_ids = [str(uuid.uuid4()) for _ in range(0, n, bs)]
         ranges = [range(k * bs, min(n, (k + 1) * bs)) for k in range(len(batch_ids))]
         batch_rows = [
             (bid, job_id, k, "PENDING", None, None, r.start, r.stop - 1, 0, 0, 0)
             for k, (bid, r) in enumerate(zip(batch_ids, ranges, strict=True))
         ]
-        return list(zip(batch_ids, ranges, strict=True)), batch_rows
-
-    def raw_encode_prepare(job_id: str) -> None:
-        # Everything the library is given and does, minus its checks: ids, encoding, rows.
-        batches, batch_rows = plan(job_id)
-
-        def chunks() -> Iterator[list[Any]]:
-            for bid, r in batches:
-                chunk = []
-                for i in r:
-                    text = encode(source[i])
-                    chunk.append((job_id, bid, i, "pending", text, text, "[]", None))
-                yield chunk
-
-        write(b.raw, "pr_", job_id, chunks(), batch_rows, encode({"batchSize": bs}))
-
-    def make_round() -> Round:
-        job_id = str(uuid.uuid4())
-        batches, batch_rows = plan(job_id)
         chunks = [
             [(job_id, bid, i, "pending", texts[i], texts[i], "[]", None) for i in r]
-            for bid, r in batches
+            for bid, r in zip(batch_ids, ranges, strict=True)
         ]
         library = partial(worker.prepare_job, lib, source, batch_size=bs)
         return Round(
             n,
             [partial(timed, library)],
-            [partial(timed, partial(raw_encode_prepare, str(uuid.uuid4())))],
-            [partial(timed, partial(raw_prepare, job_id, chunks, batch_rows, config))],
+            [partial(timed, partial(raw.prepare, source, bs))],
+            [partial(timed, partial(ready.write_job, job_id, config, chunks, batch_rows))],
         )
 
     c = compare(b, "prepare_job", make_round)
@@ -1442,36 +1397,26 @@ class RawPipeline:
         )
         self.tail = raw.upsert_tail(RECORD_UPSERT_KEY, RECORD_UPSERT_SET)
 
-    def prepare(self, source: Iterable[dict[str, Any]], batch_size: int) -> tuple[str, int]:
+    def write_job(
+        self,
+        job_id: str,
+        config: str,
+        chunks: Iterable[list[tuple[Any, ...]]],
+        batch_rows: list[tuple[Any, ...]],
+    ) -> int:
+        """The job row, one transaction per chunk of record rows, then the batch rows
+        (complete once ``chunks`` is exhausted) and the job's start; the records written."""
         raw, q, p = self.raw, self.raw.q, self.raw.p
-        job_id = str(uuid.uuid4())
         raw.execute(
             f"INSERT INTO {self.jobs} ({raw.cols(['id', 'status', 'config', 'batches'])}) "
             f"VALUES ({p}, {p}, {p}, {p})",
-            (job_id, "CREATED", encode({"batchSize": batch_size}), "[]"),
+            (job_id, "CREATED", config, "[]"),
         )
-        batch_rows: list[tuple[Any, ...]] = []
-        chunk: list[tuple[Any, ...]] = []
         total = 0
-
-        def flush() -> None:
-            batch_id = str(uuid.uuid4())
-            rows = [(job_id, batch_id, i, "pending", t, t, "[]", None) for i, t in chunk]
+        for chunk in chunks:
             with raw.transaction():
-                raw.insert_many(self.records, RECORD_COLUMNS, rows)
-            first, last = chunk[0][0], chunk[-1][0]
-            batch_rows.append(
-                (batch_id, job_id, len(batch_rows), "PENDING", None, None, first, last, 0, 0, 0)
-            )
-            chunk.clear()
-
-        for record in source:
-            chunk.append((total, encode(record)))
-            total += 1
-            if len(chunk) == batch_size:
-                flush()
-        if chunk:
-            flush()
+                raw.insert_many(self.records, RECORD_COLUMNS, chunk)
+            total += len(chunk)
         sets = ", ".join(
             f"{q(c)} = {p}" for c in ("status", "totalRecords", "startedAt", "distributed")
         )
@@ -1481,6 +1426,32 @@ class RawPipeline:
                 f"UPDATE {self.jobs} SET {sets} WHERE {q('id')} = {p}",
                 ("PROCESSING", total, int(time.time() * 1000), True, job_id),
             )
+        return total
+
+    def prepare(self, source: Iterable[dict[str, Any]], batch_size: int) -> tuple[str, int]:
+        """What prepare_job does, from the same dicts: ids, JSON, rows, transactions."""
+        job_id = str(uuid.uuid4())
+        batch_rows: list[tuple[Any, ...]] = []
+
+        def rows(chunk: list[tuple[int, str]]) -> list[tuple[Any, ...]]:
+            batch_id = str(uuid.uuid4())
+            first, last = chunk[0][0], chunk[-1][0]
+            batch_rows.append(
+                (batch_id, job_id, len(batch_rows), "PENDING", None, None, first, last, 0, 0, 0)
+            )
+            return [(job_id, batch_id, i, "pending", t, t, "[]", None) for i, t in chunk]
+
+        def chunks() -> Iterator[list[tuple[Any, ...]]]:
+            chunk: list[tuple[int, str]] = []
+            for i, record in enumerate(source):
+                chunk.append((i, encode(record)))
+                if len(chunk) == batch_size:
+                    yield rows(chunk)
+                    chunk = []
+            if chunk:
+                yield rows(chunk)
+
+        total = self.write_job(job_id, encode({"batchSize": batch_size}), chunks(), batch_rows)
         return job_id, total
 
     def work(self, job_id: str, worker_id: str) -> int:
