@@ -106,9 +106,13 @@ def _from_pydantic(error: Any) -> ValidationError:
 def validate_record(
     schema: type[pydantic.BaseModel], data: dict[str, Any]
 ) -> tuple[dict[str, Any], list[ValidationError]]:
-    """Validate ``data``: (the model's JSON-mode dump, []) or (``data``, its errors)."""
+    """Validate ``data``: (the model's JSON-mode dump, []) or (``data``, its errors).
+
+    A schema whose dump is not a JSON object (a ``model_serializer`` returning a list, say)
+    cannot give a record's parsed form: InvalidInputError, before anything is written.
+    """
     try:
-        return schema.model_validate(data).model_dump(mode="json"), []
+        dumped = schema.model_validate(data).model_dump(mode="json")
     except pydantic.ValidationError as exc:
         return data, [_from_pydantic(e) for e in exc.errors(include_url=False)]
     except Exception as exc:  # a validator raised something pydantic does not wrap
@@ -122,3 +126,9 @@ def validate_record(
                 metadata={"type": type(exc).__name__},
             )
         ]
+    if type(dumped) is not dict:
+        raise InvalidInputError(
+            f"schema {schema.__name__} dumps a record as {type(dumped).__name__}, not as a JSON "
+            "object: a record's parsed form must be one"
+        )
+    return dumped, []

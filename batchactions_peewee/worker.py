@@ -813,9 +813,16 @@ class Worker:
                     return None
                 continue
             # Without validation (it took a tenth of a worker's time): every value comes
-            # from a validated record or from the schema's JSON-mode dump.
+            # from a validated record or from the schema's JSON-mode dump (a dict: checked
+            # by validate_record). raw is copied, as validation did, so a processor that
+            # keeps the dict and changes it later cannot change what is stored.
+            raw = dict(record.raw)
             return trusted_record(
-                record.index, record.raw, parsed, RecordStatus.PROCESSED, retry_count=attempt
+                record.index,
+                raw,
+                raw if parsed is record.raw else parsed,
+                RecordStatus.PROCESSED,
+                retry_count=attempt,
             )
 
     def _wait(self, seconds: float, lease_lost: threading.Event) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_serializer, model_validator
 from pydantic_core import PydanticCustomError
 
 from batchactions_peewee import (
@@ -33,7 +33,6 @@ from batchactions_peewee import (
     JobStatus,
     LeaseLost,
     PeeweeStateStore,
-    PendingRecordsWriter,
     ProcessedRecord,
     ProcessingContext,
     RecordFailed,
@@ -49,6 +48,7 @@ from batchactions_peewee.errors import (
     JobExistsError,
     JobNotFoundError,
 )
+from batchactions_peewee.ports import PendingRecordsWriter
 from batchactions_peewee.validation import (
     CUSTOM_VALIDATION,
     PATTERN_MISMATCH,
@@ -340,6 +340,41 @@ def test_job_is_not_claimable_until_every_batch_is_written(store: Store) -> None
 
 
 # -- Worker: processing ---------------------------------------------------------------
+
+
+class AsList(BaseModel):
+    n: int
+
+    @model_serializer
+    def as_list(self) -> list[int]:
+        return [self.n]
+
+
+def test_a_schema_that_dumps_records_as_no_object_is_refused_before_writing() -> None:
+    store = InMemoryStateStore()
+    job = prepare_job(store, iter([{"n": 1}, {"n": 2}]), job_id="j")
+    with pytest.raises(InvalidInputError, match="AsList dumps a record as list"):
+        Worker(store, noop, schema=AsList).run(job.job_id)
+    assert [r.raw for r in store.get_pending_records("j")] == [{"n": 1}, {"n": 2}]
+    assert store.get_processed_records("j") == []
+    state = store.get_job_state("j")
+    assert state is not None and state.status == JobStatus.PROCESSING
+
+
+def test_a_processor_that_keeps_and_changes_its_dicts_does_not_change_what_is_stored() -> None:
+    store = InMemoryStateStore()
+    job = prepare_job(store, numbered(6), batch_size=6, job_id="j")
+    kept: list[dict[str, Any]] = []
+
+    def keeper(record: dict[str, Any], context: ProcessingContext) -> None:
+        for earlier in kept:
+            earlier["changed later"] = True
+        kept.append(record)
+
+    Worker(store, keeper).run(job.job_id)
+    stored = store.get_processed_records("j")
+    assert [r.raw for r in stored] == list(numbered(6))
+    assert [r.parsed for r in stored] == list(numbered(6))
 
 
 def test_run_processes_every_record_and_finalizes_the_job(store: Store) -> None:
