@@ -20,7 +20,6 @@ from .errors import BatchActionsError
 from .ports import (
     DistributedStateStore,
     InMemoryStateStore,
-    PendingRecordsWriter,
     StateStore,
     is_distributed_state_store,
 )
@@ -65,7 +64,6 @@ __all__ = [
     "JobStatus",
     "LeaseLost",
     "PeeweeStateStore",
-    "PendingRecordsWriter",
     "PrepareResult",
     "ProcessedRecord",
     "ProcessingContext",

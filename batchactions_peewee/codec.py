@@ -49,11 +49,10 @@ def dumps(value: Any, *, what: str = "value", record: int | None = None) -> str:
     # name the problem.
     try:
         text = to_json(value, inf_nan_mode="null").decode()
+        if from_json(text) == value:  # ValueError too when nested past its depth limit
+            return text
     except (TypeError, ValueError):
         pass
-    else:
-        if from_json(text) == value:
-            return text
     if record is not None:
         what = f"{what} of record {record}"
     try:

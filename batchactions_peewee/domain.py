@@ -131,7 +131,6 @@ class ProcessedRecord(DomainModel):
     retry_count: Int | None = None
 
 
-_RECORD_FIELDS = frozenset(ProcessedRecord.model_fields)
 _set = object.__setattr__
 
 
@@ -146,10 +145,11 @@ def trusted_record(
     """A ProcessedRecord without errors, built without validation from values that already
     have their fields' types: read back from our own JSON, or taken from a validated record.
 
-    Equal to ``ProcessedRecord(...)`` of the same values (tests/test_domain.py checks it),
-    in half the time, and ``raw``/``parsed`` are kept as given, not copied. Sets what
-    pydantic's own ``model_construct`` sets, without its per-field loop (which is slower
-    than validating).
+    Equal to ``ProcessedRecord(...)`` of the same values, with the same fields marked as
+    set (tests/test_domain.py checks both, and that the model has no validator or
+    post-init hook this would skip), in half the time; ``raw``/``parsed`` are kept as
+    given, not copied. Sets what pydantic's own ``model_construct`` sets, without its
+    per-field loop (which is slower than validating).
     """
     record = ProcessedRecord.__new__(ProcessedRecord)
     _set(
@@ -165,7 +165,12 @@ def trusted_record(
             "retry_count": retry_count,
         },
     )
-    _set(record, "__pydantic_fields_set__", set(_RECORD_FIELDS))
+    fields_set = {"index", "raw", "parsed", "status"}  # as validation would mark them
+    if processing_error is not None:
+        fields_set.add("processing_error")
+    if retry_count is not None:
+        fields_set.add("retry_count")
+    _set(record, "__pydantic_fields_set__", fields_set)
     _set(record, "__pydantic_extra__", None)
     _set(record, "__pydantic_private__", None)
     return record

@@ -79,16 +79,19 @@ def record_rows(job_id: str, batch_id: str, records: Iterable[ProcessedRecord]) 
     """Rows for one bulk write; a record index may appear only once."""
     check_id(job_id, "job id")
     check_id(batch_id, "batch id")
-    rows = [record_row(job_id, batch_id, record) for record in records]
-    indexes = [row[2] for row in rows]
+    records = list(records)
+    indexes = [check_count(record.index, "record index") for record in records]
     if len(set(indexes)) != len(indexes):
-        twice = min(i for i, n in Counter(indexes).items() if n > 1)
-        raise DuplicateRecordError(f"record index {twice} appears twice in one write")
-    return rows
+        seen: set[int] = set()
+        for index in indexes:
+            if index in seen:
+                raise DuplicateRecordError(f"record index {index} appears twice in one write")
+            seen.add(index)
+    return [record_row(job_id, batch_id, record) for record in records]
 
 
 def pending_rows(
-    job_id: str, batch_id: str, first_index: int, records: Sequence[Mapping[str, Any]]
+    job_id: str, batch_id: str, first_index: int, records: Iterable[Mapping[str, Any]]
 ) -> list[RecordRow]:
     """Rows for source records not processed yet: indexes from ``first_index`` on, status
     pending, the dict as both raw and parsed form. ``prepare_job``'s bulk path: the rows
@@ -96,6 +99,8 @@ def pending_rows(
     building a model per record (that cost a third of prepare's time)."""
     check_id(job_id, "job id")
     check_id(batch_id, "batch id")
+    if not isinstance(records, Sequence):
+        records = list(records)
     check_count(first_index, "record index")
     check_count(first_index + max(0, len(records) - 1), "record index")
     values: list[dict[str, Any]] = []

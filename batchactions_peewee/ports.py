@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -84,7 +84,7 @@ class PendingRecordsWriter(Protocol):
     one). ``prepare_job`` uses it when present, and ``save_batch_records`` otherwise."""
 
     def save_pending_records(
-        self, job_id: str, batch_id: str, first_index: int, records: Sequence[Mapping[str, Any]]
+        self, job_id: str, batch_id: str, first_index: int, records: Iterable[Mapping[str, Any]]
     ) -> None: ...
 
 
@@ -509,7 +509,7 @@ class InMemoryStateStore:
             self._put_records(rows)
 
     def save_pending_records(
-        self, job_id: str, batch_id: str, first_index: int, records: Sequence[Mapping[str, Any]]
+        self, job_id: str, batch_id: str, first_index: int, records: Iterable[Mapping[str, Any]]
     ) -> None:
         rows = pending_rows(job_id, batch_id, first_index, records)
         with self._lock:

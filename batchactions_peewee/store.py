@@ -80,6 +80,15 @@ _PENDING_BATCH = BatchStatus.PENDING.value
 Clock = Callable[[], int]
 
 
+class _StaleStatement(pw.ProgrammingError):
+    """A statement built once per store no longer fits its table; it has been dropped, and
+    the write is run again (once) with one built afresh."""
+
+
+def _stale(exc: BaseException, attempt: int) -> bool:
+    return isinstance(exc, _StaleStatement) and attempt == 1
+
+
 def backoff_delay(attempt: int) -> float:
     """Seconds to wait before retry ``attempt`` (1-based): exponential, capped, jittered."""
     ceiling = min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2 ** (attempt - 1))
@@ -286,7 +295,7 @@ class PeeweeStateStore:
                     if disconnected and not nested:
                         self._drop_connection()  # the next call starts on a new connection
                     raise
-                if not (disconnected or r.dialect.is_transient(exc)):
+                if not (disconnected or r.dialect.is_transient(exc) or _stale(exc, attempt)):
                     raise
                 if disconnected:
                     self._drop_connection()
@@ -399,7 +408,16 @@ class PeeweeStateStore:
         if self._r.dialect.name == "postgres" and len(rows) >= _UNNEST_MIN_ROWS:
             # One row of eight arrays: see _unnest_sql.
             for chunk in self._record_chunks(rows, 1):
-                database.execute_sql(self._unnest_sql(), _unnest_params(chunk))  # type: ignore[no-untyped-call]
+                cached = self._unnest_sql_text is not None
+                try:
+                    database.execute_sql(self._unnest_sql(), _unnest_params(chunk))  # type: ignore[no-untyped-call]
+                except pw.ProgrammingError as exc:
+                    if not cached:
+                        raise
+                    # Built from column types that may have changed since (the table made
+                    # again by another process): build it afresh and run the write again.
+                    self._unnest_sql_text = None
+                    raise _StaleStatement(str(exc)) from exc
             return
         for chunk in self._record_chunks(rows, _RECORD_COLUMNS):
             params = list(chain.from_iterable(chunk))
@@ -1088,7 +1106,7 @@ class PeeweeStateStore:
             self._retrying(lambda: self._upsert_records(rows))
 
     def save_pending_records(
-        self, job_id: str, batch_id: str, first_index: int, records: Sequence[Mapping[str, Any]]
+        self, job_id: str, batch_id: str, first_index: int, records: Iterable[Mapping[str, Any]]
     ) -> None:
         """Bulk upsert of source records not processed yet, in one transaction: what
         ``save_batch_records`` does with PENDING ProcessedRecords whose raw and parsed forms

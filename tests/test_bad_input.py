@@ -95,6 +95,24 @@ def test_bulk_pending_records_refuse_the_same_values(store: Store, name: str) ->
     assert snapshot(store, j.id) == before
 
 
+def test_a_duplicate_index_is_reported_before_the_values_are_looked_at(store: Store) -> None:
+    j = job(batches=1)
+    store.save_job_state(j)
+    before = snapshot(store, j.id)
+    with pytest.raises(DuplicateRecordError, match="record index 3 appears twice"):
+        store.save_batch_records(
+            j.id, j.batches[0].id, [record(3), record(1), record(3), raw(b"x")]
+        )
+    assert snapshot(store, j.id) == before
+
+
+def test_bulk_pending_records_take_any_iterable(store: Store) -> None:
+    j = job(batches=1)
+    store.save_job_state(j)
+    store.save_pending_records(j.id, j.batches[0].id, 0, ({"n": i} for i in range(3)))
+    assert [r.raw for r in store.get_pending_records(j.id)] == [{"n": i} for i in range(3)]
+
+
 def test_bulk_pending_records_refuse_bad_ids_indexes_and_non_dicts(store: Store) -> None:
     j = job(batches=1)
     store.save_job_state(j)

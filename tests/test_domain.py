@@ -183,14 +183,16 @@ def test_a_trusted_record_is_the_validated_record(
     raw = {"n": 1, "nested": {"l": [1, 2.5, None, "é"]}}
     parsed = {"n": "1"}
     fast = trusted_record(7, raw, parsed, RecordStatus.FAILED, processing_error, retry_count)
+    given = {"processing_error": processing_error, "retry_count": retry_count}
     slow = ProcessedRecord(
         index=7,
         raw=raw,
         parsed=parsed,
         status=RecordStatus.FAILED,
-        processing_error=processing_error,
-        retry_count=retry_count,
+        **{name: value for name, value in given.items() if value is not None},
     )
+    assert fast.model_fields_set == slow.model_fields_set
+    assert fast.model_dump(exclude_unset=True) == slow.model_dump(exclude_unset=True)
     assert fast == slow and slow == fast
     assert repr(fast) == repr(slow)
     assert fast.model_dump() == slow.model_dump()
@@ -201,3 +203,12 @@ def test_a_trusted_record_is_the_validated_record(
     assert fast.raw is raw and fast.parsed is parsed  # kept, not copied
     with pytest.raises(pydantic.ValidationError):
         fast.index = 9  # type: ignore[misc]  # frozen, like every domain model
+
+
+def test_processed_record_has_nothing_a_trusted_record_would_skip() -> None:
+    # trusted_record sets the fields directly: a validator or post-init hook added to the
+    # model later would silently not run for it. This test says so when that happens.
+    decorators = ProcessedRecord.__pydantic_decorators__
+    assert not decorators.field_validators and not decorators.model_validators
+    assert ProcessedRecord.__pydantic_post_init__ is None
+    assert not ProcessedRecord.__private_attributes__

@@ -550,6 +550,37 @@ def test_store_writes_json_objects_into_prismas_postgres_jsonb_tables(
         )
 
 
+def test_a_bulk_write_follows_json_columns_that_became_jsonb_under_a_live_store(
+    url_for: Callable[[str], str],
+) -> None:
+    """PostgreSQL's bulk upsert is built once from the columns' types; when another process
+    changes them (Prisma's jsonb), the next bulk write builds it again and succeeds."""
+    store, database = make_store(url_for("postgres"))
+    table = store.tables.records._meta.table_name
+
+    def many(start: int) -> list[ProcessedRecord]:
+        return [
+            ProcessedRecord(index=start + i, raw={"i": i}, parsed={"i": i}, status="pending")
+            for i in range(20)
+        ]
+
+    try:
+        store.save_batch_records("job", "b", many(0))  # builds and keeps the statement
+        for column in ("raw", "parsed"):
+            execute(
+                database,
+                f'ALTER TABLE "{table}" ALTER COLUMN "{column}" TYPE jsonb USING "{column}"::jsonb',
+            )
+        store.save_batch_records("job", "b", many(100))  # the kept statement no longer fits
+        assert store.get_batch_records("job", "b") == many(0) + many(100)
+        assert execute(database, f'SELECT DISTINCT jsonb_typeof("parsed") FROM "{table}"') == [
+            ("object",)
+        ]
+    finally:
+        store.drop_tables()
+        database.close()
+
+
 # -- where our batches table and Node's JSON list part ------------------------------------------
 
 
