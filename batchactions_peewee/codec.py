@@ -100,10 +100,7 @@ def loads(value: Any) -> Any:
     """Decode a JSON column as any adapter stores it: text, bytes, or an already-decoded value."""
     if type(value) is str and value[:1] in ("{", "["):
         # Our own columns: JSON text of an object or array (the hot path of every read).
-        try:
-            return from_json(value)
-        except ValueError:
-            return json.loads(value)
+        return _parse(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         value = bytes(value).decode("utf-8")
     if isinstance(value, str):

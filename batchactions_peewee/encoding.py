@@ -43,9 +43,9 @@ def status_of(kind: type[E], value: object) -> E:
         raise InvalidStatusError(f"unknown {kind.__name__} {value!r}; known: {known}") from None
 
 
-def record_row(job_id: str, batch_id: str, record: ProcessedRecord) -> RecordRow:
-    """One record as a row, its JSON columns encoded by the codec."""
-    index = check_count(record.index, "record index")
+def _record_row(job_id: str, batch_id: str, record: ProcessedRecord, index: int) -> RecordRow:
+    """One record as a row, its JSON columns encoded by the codec; ``index`` is
+    ``record.index``, checked by ``record_rows``."""
     dumps = codec.dumps
     raw = dumps(record.raw, what="raw", record=index)
     # Most records keep their raw form as parsed: encode and check that JSON once.
@@ -87,7 +87,10 @@ def record_rows(job_id: str, batch_id: str, records: Iterable[ProcessedRecord]) 
             if index in seen:
                 raise DuplicateRecordError(f"record index {index} appears twice in one write")
             seen.add(index)
-    return [record_row(job_id, batch_id, record) for record in records]
+    return [
+        _record_row(job_id, batch_id, record, index)
+        for record, index in zip(records, indexes, strict=True)
+    ]
 
 
 def pending_rows(
