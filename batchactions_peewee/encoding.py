@@ -43,11 +43,12 @@ def status_of(kind: type[E], value: object) -> E:
         raise InvalidStatusError(f"unknown {kind.__name__} {value!r}; known: {known}") from None
 
 
-def _record_row(job_id: str, batch_id: str, record: ProcessedRecord, index: int) -> RecordRow:
+def _record_row(
+    job_id: str, batch_id: str, record: ProcessedRecord, index: int, raw: str
+) -> RecordRow:
     """One record as a row, its JSON columns encoded by the codec; ``index`` is
-    ``record.index``, checked by ``record_rows``."""
+    ``record.index``, checked by ``record_rows``, and ``raw`` its raw form's JSON text."""
     dumps = codec.dumps
-    raw = dumps(record.raw, what="raw", record=index)
     # Most records keep their raw form as parsed: encode and check that JSON once.
     parsed = (
         raw
@@ -87,9 +88,10 @@ def record_rows(job_id: str, batch_id: str, records: Iterable[ProcessedRecord]) 
             if index in seen:
                 raise DuplicateRecordError(f"record index {index} appears twice in one write")
             seen.add(index)
+    raws = codec.dumps_each([record.raw for record in records], what="raw", records=indexes)
     return [
-        _record_row(job_id, batch_id, record, index)
-        for record, index in zip(records, indexes, strict=True)
+        _record_row(job_id, batch_id, record, index, raw)
+        for record, index, raw in zip(records, indexes, raws, strict=True)
     ]
 
 
@@ -113,7 +115,9 @@ def pending_rows(
                 raise InvalidInputError(f"record {index} is a {type(record).__name__}, not a dict")
             record = dict(record)
         values.append(record)
-    texts = codec.dumps_each(values, what="raw", first_record=first_index)
+    texts = codec.dumps_each(
+        values, what="raw", records=range(first_index, first_index + len(values))
+    )
     pending = RecordStatus.PENDING.value
     return [
         (job_id, batch_id, index, pending, text, text, "[]", None)
@@ -149,6 +153,18 @@ def record_from_row(row: tuple[Any, ...]) -> ProcessedRecord:
         errors=[] if no_errors else codec.loads(errors),
         processing_error=processing_error,
     )
+
+
+def raw_from_row(index: Any, raw: Any) -> tuple[int, dict[str, Any]]:
+    """A record's (index, raw) from its recordIndex and raw columns: what ``record_from_row``
+    gives of them, refusing what it refuses (a raw form that is no JSON object)."""
+    value = codec.loads(raw)
+    if type(value) is not dict:
+        # Validated as record_from_row does, so a bad row fails in the same way.
+        value = ProcessedRecord(
+            index=int(index), status=RecordStatus.PENDING, raw=value, parsed={}
+        ).raw
+    return int(index), value
 
 
 def batch_json(batch: Batch) -> dict[str, Any]:

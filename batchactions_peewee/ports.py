@@ -39,6 +39,7 @@ from .encoding import (
     check_completion,
     check_job,
     pending_rows,
+    raw_from_row,
     record_from_row,
     record_rows,
     set_batch_in_list,
@@ -86,6 +87,15 @@ class PendingRecordsWriter(Protocol):
     def save_pending_records(
         self, job_id: str, batch_id: str, first_index: int, records: Iterable[Mapping[str, Any]]
     ) -> None: ...
+
+
+@runtime_checkable
+class RawRecordsReader(Protocol):
+    """A store that reads a batch's records as (index, raw) pairs, by record index, without
+    building a ProcessedRecord each (both of ours can). ``Worker`` uses it when present,
+    and ``get_batch_records`` otherwise: processing needs nothing else of a record."""
+
+    def get_batch_raw(self, job_id: str, batch_id: str) -> list[tuple[int, dict[str, Any]]]: ...
 
 
 def is_distributed_state_store(obj: object) -> bool:
@@ -524,6 +534,17 @@ class InMemoryStateStore:
     def get_batch_records(self, job_id: str, batch_id: str) -> list[ProcessedRecord]:
         check_id(batch_id, "batch id")
         return self._select(job_id, lambda r: r[1] == batch_id)
+
+    def get_batch_raw(self, job_id: str, batch_id: str) -> list[tuple[int, dict[str, Any]]]:
+        """``get_batch_records`` as (index, raw) pairs (see ``RawRecordsReader``)."""
+        check_id(job_id, "job id")
+        check_id(batch_id, "batch id")
+        with self._lock:
+            rows = sorted(
+                (r for r in self._records.values() if r[0] == job_id and r[1] == batch_id),
+                key=lambda r: r[2],
+            )
+        return [raw_from_row(r[2], r[4]) for r in rows]
 
     def get_distributed_status(self, job_id: str) -> DistributedJobStatus:
         check_id(job_id, "job id")

@@ -46,6 +46,7 @@ from .encoding import (
     check_completion,
     check_job,
     pending_rows,
+    raw_from_row,
     record_from_row,
     record_rows,
     set_batch_in_list,
@@ -135,13 +136,14 @@ class _Sql:
     def __init__(self, database: pw.Database, tables: Tables) -> None:
         left, right = database.quote[0], database.quote[1]
         p = database.param
-        J, B = tables.jobs, tables.batches
+        J, B, R = tables.jobs, tables.batches, tables.records
 
         def c(field: Any) -> str:
             return f"{left}{field.column_name}{right}"
 
         jobs = f"{left}{J._meta.table_name}{right}"
         batches = f"{left}{B._meta.table_name}{right}"
+        records = f"{left}{R._meta.table_name}{right}"
         self.job_status = f"SELECT {c(J.status)} FROM {jobs} WHERE {c(J.id)} = {p}"
         pending = (
             f"SELECT {c(B.id)}, {c(B.batch_index)}, {c(B.record_start_index)}, "
@@ -160,6 +162,10 @@ class _Sql:
             f"{c(B.failed_count)} = {p}, {c(B.version)} = {c(B.version)} + 1 "
             f"WHERE {c(B.id)} = {p} AND {c(B.job_id)} = {p} AND {c(B.worker_id)} = {p} "
             f"AND {c(B.version)} = {p} AND {c(B.status)} = {p}"
+        )
+        self.batch_raw = (
+            f"SELECT {c(R.record_index)}, {c(R.raw)} FROM {records} "
+            f"WHERE {c(R.job_id)} = {p} AND {c(R.batch_id)} = {p}"
         )
 
 
@@ -1127,6 +1133,17 @@ class PeeweeStateStore:
         return self._select_records(
             R.job_id == check_id(job_id, "job id"), R.batch_id == check_id(batch_id, "batch id")
         )
+
+    def get_batch_raw(self, job_id: str, batch_id: str) -> list[tuple[int, dict[str, Any]]]:
+        """``get_batch_records`` as (index, raw) pairs (see ``RawRecordsReader``): the
+        worker's read, which decodes no other column."""
+        params = (check_id(job_id, "job id"), check_id(batch_id, "batch id"))
+
+        def read() -> list[tuple[int, dict[str, Any]]]:
+            rows = _rows(self._r.database, self._r.sql.batch_raw, params)
+            return sorted((raw_from_row(index, raw) for index, raw in rows), key=itemgetter(0))
+
+        return self._retrying(read, transaction=False)
 
     def get_distributed_status(self, job_id: str) -> DistributedJobStatus:
         """Batch counts by status, from the batches table."""

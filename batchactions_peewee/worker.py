@@ -41,7 +41,7 @@ from .domain import (
     trusted_record,
 )
 from .errors import InvalidInputError, InvalidValueError, JobExistsError, JobNotFoundError
-from .ports import DistributedStateStore, PendingRecordsWriter
+from .ports import DistributedStateStore, PendingRecordsWriter, RawRecordsReader
 from .validation import check_schema, utf8_text, validate_record
 
 logger = logging.getLogger(__name__)
@@ -395,41 +395,97 @@ def default_worker_id() -> str:
     return f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
-class _Lease:
-    """Renews a reservation from a daemon thread every ``interval_s`` until closed.
+class _Held:
+    """One reservation that ``_Leases`` renews; ``lost`` is set once a renewal is refused."""
 
-    ``lost`` is set once a renewal is refused (the batch was reclaimed). A renewal that
-    raises (say, the database is briefly unreachable) is logged and tried again.
+    __slots__ = ("due", "lost", "reservation")
+
+    def __init__(self, reservation: BatchReservation, due: float) -> None:
+        self.reservation = reservation
+        self.due = due
+        self.lost = threading.Event()
+
+
+class _Leases:
+    """Renews the reservations a worker holds, every ``interval_s``, from one daemon thread.
+
+    The thread is started with the first reservation and lives until ``close`` (``run``
+    keeps it for the whole job: starting and joining a thread per batch cost a twentieth of
+    a worker's time). A renewal that raises (say, the database is briefly unreachable) is
+    logged and tried again next interval; one that is refused (the batch was reclaimed)
+    sets the reservation's ``lost``. A renewal may still be in flight when its batch is
+    released or completed: it is fenced by the reservation's version, so it then changes
+    nothing.
     """
 
-    def __init__(self, store: WorkerStore, reservation: BatchReservation, interval_s: float):
-        self.lost = threading.Event()
+    def __init__(self, store: WorkerStore, interval_s: float, name: str) -> None:
         self._store = store
-        self._reservation = reservation
         self._interval_s = interval_s
-        self._closed = threading.Event()
-        self._thread = threading.Thread(
-            target=self._renew, name=f"lease-{reservation.batch_id}", daemon=True
-        )
-        self._thread.start()
+        self._name = name
+        self._changed = threading.Condition()
+        self._held: list[_Held] = []
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def hold(self, reservation: BatchReservation) -> _Held:
+        held = _Held(reservation, time.monotonic() + self._interval_s)
+        with self._changed:
+            self._held.append(held)
+            if self._thread is None:
+                self._stop = threading.Event()
+                self._thread = threading.Thread(
+                    target=self._renew, args=(self._stop,), name=self._name, daemon=True
+                )
+                self._thread.start()
+            self._changed.notify()
+        return held
+
+    def release(self, held: _Held) -> None:
+        with self._changed:
+            if held in self._held:  # a lost reservation is dropped by the thread
+                self._held.remove(held)
 
     def close(self) -> None:
-        self._closed.set()
-        self._thread.join()
+        """Stop the thread (and close its connection) unless a reservation is still held."""
+        with self._changed:
+            if self._held or self._thread is None:
+                return
+            thread, self._thread = self._thread, None
+            self._stop.set()
+            self._changed.notify()
+        thread.join()
 
-    def _renew(self) -> None:
+    def _renew(self, stop: threading.Event) -> None:
         try:
-            while not self._closed.wait(self._interval_s):
-                try:
-                    held = self._store.heartbeat(self._reservation)
-                except Exception:
-                    logger.warning("lease renewal failed; trying again", exc_info=True)
-                    continue
-                if not held:
-                    self.lost.set()
-                    return
+            with self._changed:
+                while not stop.is_set():
+                    now = time.monotonic()
+                    due = [h for h in self._held if h.due <= now]
+                    if not due:
+                        next_due = min((h.due for h in self._held), default=None)
+                        self._changed.wait(None if next_due is None else next_due - now)
+                        continue
+                    for held in due:
+                        held.due = now + self._interval_s
+                    self._changed.release()  # the database calls run without the lock
+                    try:
+                        lost = [held for held in due if not self._renew_one(held)]
+                    finally:
+                        self._changed.acquire()
+                    self._held = [h for h in self._held if h not in lost]
         finally:
             _close_thread_connection(self._store)
+
+    def _renew_one(self, held: _Held) -> bool:
+        """Renew one reservation; False once it is lost (the batch was reclaimed)."""
+        try:
+            renewed = self._store.heartbeat(held.reservation)
+        except Exception:
+            logger.warning("lease renewal failed; trying again", exc_info=True)
+            return True
+        if not renewed:
+            held.lost.set()
+        return renewed
 
 
 def _close_thread_connection(store: object) -> None:
@@ -552,6 +608,7 @@ class Worker:
         self._sleep = sleep
         self._stopping = threading.Event()
         self._total_records: dict[str, int] = {}
+        self._leases = _Leases(store, self.lease_timeout_ms / 3000, f"lease-{self.worker_id}")
 
     # -- public ---------------------------------------------------------------------------
 
@@ -596,6 +653,7 @@ class Worker:
                     self._pause_after_store_error(exc, in_a_row)
         finally:
             self._stopping.clear()
+            self._leases.close()
         return WorkerSummary(
             job_id=job_id,
             worker_id=self.worker_id,
@@ -611,7 +669,7 @@ class Worker:
     def _step(self, job_id: str, tally: _Tally) -> bool:
         """One round of ``run``: process a batch, or wait for other workers' batches; True
         once the job needs nothing more from this worker."""
-        result = self.process_next(job_id)
+        result = self._next(job_id, report=False)
         tally.add(result)
         if result.claimed:
             return False
@@ -649,6 +707,16 @@ class Worker:
         """Claim one batch (reclaiming stale ones when none is PENDING), process it, write
         its results and try to finalize the job. Raises JobNotFoundError for an unknown job.
         """
+        try:
+            return self._next(job_id, report=True)
+        finally:
+            self._leases.close()
+
+    def _next(self, job_id: str, *, report: bool) -> BatchResult:
+        """``process_next``; with ``report`` False (``run``'s rounds), a written batch is
+        not followed by an attempt to finalize and ``job_complete`` is left False: ``run``
+        reads the job's state only once no batch is left to claim, so a batch costs no
+        reads beyond its own records."""
         claim = self.store.claim_batch(job_id, self.worker_id)
         if (
             claim.reason == ClaimFailureReason.NO_PENDING_BATCHES
@@ -664,11 +732,11 @@ class Worker:
             return BatchResult(
                 claimed=False,
                 job_id=job_id,
-                job_complete=self._job_complete(job_id),
+                job_complete=report and self._job_complete(job_id),
                 finalized=finalized,
                 reason=claim.reason,
             )
-        return self._process_batch(claim.reservation)
+        return self._process_batch(claim.reservation, report)
 
     def stop(self) -> None:
         """Ask ``run`` to return after the batch in hand (safe from any thread)."""
@@ -676,7 +744,7 @@ class Worker:
 
     # -- one batch ------------------------------------------------------------------------
 
-    def _process_batch(self, res: BatchReservation) -> BatchResult:
+    def _process_batch(self, res: BatchReservation, report: bool) -> BatchResult:
         started = time.monotonic()
         self._emit(
             BatchClaimed(
@@ -688,14 +756,13 @@ class Worker:
                 res.record_end_index,
             )
         )
-        lease = _Lease(self.store, res, self.lease_timeout_ms / 3000)
+        lease = self._leases.hold(res)
         written = False
         try:
             try:
-                records = self.store.get_batch_records(res.job_id, res.batch_id)
-                work = self._process_records(res, records, lease.lost)
+                work = self._process_records(res, self._read_batch(res), lease.lost)
             finally:
-                lease.close()
+                self._leases.release(lease)
             if not work.lease_lost:
                 status = BatchStatus.COMPLETED if work.failure is None else BatchStatus.FAILED
                 written = self.store.complete_batch(
@@ -717,21 +784,24 @@ class Worker:
                 job_id=res.job_id,
                 batch_id=res.batch_id,
                 batch_index=res.batch_index,
-                job_complete=self._job_complete(res.job_id),
+                job_complete=report and self._job_complete(res.job_id),
                 retries=work.retries,
                 lease_lost=True,
             )
         self._emit_batch_done(res, work, _elapsed_ms(started))
         finalized = complete = False
-        try:
-            finalized = self._finalize(res.job_id)
-            complete = finalized or self._job_complete(res.job_id)
-        except (pw.DatabaseError, pw.InterfaceError) as exc:
-            if not _is_outage(exc):
-                raise
-            # The batch is written and counts as this worker's; finalizing is left to the
-            # next round of run() (or to another worker).
-            logger.warning("batch %s written; the job is not finalized yet: %s", res.batch_id, exc)
+        if report:
+            try:
+                finalized = self._finalize(res.job_id)
+                complete = finalized or self._job_complete(res.job_id)
+            except (pw.DatabaseError, pw.InterfaceError) as exc:
+                if not _is_outage(exc):
+                    raise
+                # The batch is written and counts as this worker's; finalizing is left to
+                # the next call (or to another worker).
+                logger.warning(
+                    "batch %s written; the job is not finalized yet: %s", res.batch_id, exc
+                )
         return BatchResult(
             claimed=True,
             job_id=res.job_id,
@@ -744,19 +814,28 @@ class Worker:
             finalized=finalized,
         )
 
+    def _read_batch(self, res: BatchReservation) -> list[tuple[int, dict[str, Any]]]:
+        """The batch's records as (index, raw) pairs: all that processing needs."""
+        if isinstance(self.store, RawRecordsReader):
+            return self.store.get_batch_raw(res.job_id, res.batch_id)
+        return [(r.index, r.raw) for r in self.store.get_batch_records(res.job_id, res.batch_id)]
+
     def _process_records(
-        self, res: BatchReservation, records: list[ProcessedRecord], lease_lost: threading.Event
+        self,
+        res: BatchReservation,
+        records: list[tuple[int, dict[str, Any]]],
+        lease_lost: threading.Event,
     ) -> _BatchWork:
         work = _BatchWork()
         total = self._total(res.job_id)
-        for record in records:
+        for index, raw in records:
             if lease_lost.is_set():
                 work.lease_lost = True
                 return work
             context = ProcessingContext(
-                res.job_id, res.batch_id, res.batch_index, record.index, total, lease_lost
+                res.job_id, res.batch_id, res.batch_index, index, total, lease_lost
             )
-            result = self._process_record(record, context)
+            result = self._process_record(index, raw, context)
             if result is None:  # the lease was lost while waiting to retry
                 work.lease_lost = True
                 return work
@@ -773,7 +852,7 @@ class Worker:
         return work
 
     def _process_record(
-        self, record: ProcessedRecord, context: ProcessingContext
+        self, index: int, raw: dict[str, Any], context: ProcessingContext
     ) -> ProcessedRecord | None:
         """Validate and process one record; None when the lease is lost mid-retry.
 
@@ -781,13 +860,13 @@ class Worker:
         only ever written together with the batch's final state, so a claimed batch holds
         no result that could be kept (at-least-once processing).
         """
-        parsed: dict[str, Any] = record.raw
+        parsed = raw
         if self.schema is not None:
-            parsed, errors = validate_record(self.schema, record.raw)
+            parsed, errors = validate_record(self.schema, raw)
             if errors:
                 return ProcessedRecord(
-                    index=record.index,
-                    raw=record.raw,
+                    index=index,
+                    raw=raw,
                     parsed=parsed,
                     status=RecordStatus.INVALID,
                     errors=errors,
@@ -799,15 +878,15 @@ class Worker:
             except Exception as exc:
                 if attempt >= self.max_retries:
                     return ProcessedRecord(
-                        index=record.index,
-                        raw=record.raw,
+                        index=index,
+                        raw=raw,
                         parsed=parsed,
                         status=RecordStatus.FAILED,
                         processing_error=utf8_text(str(exc) or type(exc).__name__),
                         retry_count=attempt,
                     )
                 attempt += 1
-                logger.debug("record %d failed (%s); retry %d", record.index, exc, attempt)
+                logger.debug("record %d failed (%s); retry %d", index, exc, attempt)
                 self._wait(self.retry_delay_ms * 2 ** (attempt - 1) / 1000, context.lease_lost)
                 if context.lease_lost.is_set():
                     return None
@@ -816,11 +895,11 @@ class Worker:
             # from a validated record or from the schema's JSON-mode dump (a dict: checked
             # by validate_record). raw is copied, as validation did, so a processor that
             # keeps the dict and changes it later cannot change what is stored.
-            raw = dict(record.raw)
+            kept = dict(raw)
             return trusted_record(
-                record.index,
-                raw,
-                raw if parsed is record.raw else parsed,
+                index,
+                kept,
+                kept if parsed is raw else parsed,
                 RecordStatus.PROCESSED,
                 retry_count=attempt,
             )

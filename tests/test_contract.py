@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pydantic
 import pytest
 
 from batchactions_peewee import (
@@ -126,6 +127,37 @@ def test_bulk_writes_of_every_size_and_shape_read_back_unchanged(store: Store, c
     assert store.get_batch_records(j.id, batch_id) == varied_records(count, 1)
     store.save_batch_records(j.id, batch_id, varied_records(count, 2))  # an upsert: replaced
     assert store.get_batch_records(j.id, batch_id) == varied_records(count, 2)
+
+
+@pytest.mark.parametrize("count", [1, 200])
+def test_get_batch_raw_reads_what_get_batch_records_reads(store: Store, count: int) -> None:
+    # The worker's read path: (index, raw) pairs, by index, of any record status.
+    j = job(batches=2)
+    store.save_job_state(j)
+    batch_id = j.batches[0].id
+    store.save_batch_records(j.id, batch_id, list(reversed(varied_records(count, 1))))
+    store.save_batch_records(j.id, j.batches[1].id, [record(10_000)])  # another batch
+    expected = [(r.index, r.raw) for r in store.get_batch_records(j.id, batch_id)]
+    assert store.get_batch_raw(j.id, batch_id) == expected
+    assert [index for index, _ in expected] == [i * 7 for i in range(count)]
+    assert store.get_batch_raw(j.id, "no-such-batch") == []
+
+
+def test_get_batch_raw_refuses_a_raw_form_that_get_batch_records_refuses(
+    peewee_store: PeeweeStateStore,
+) -> None:
+    # A row written by hand (or by another adapter) whose raw form is no JSON object.
+    j = job(batches=1)
+    peewee_store.save_job_state(j)
+    batch_id = j.batches[0].id
+    peewee_store.save_batch_records(j.id, batch_id, [record(0)])
+    R = peewee_store.tables.records
+    R.update(raw="[1, 2]").where(R.job_id == j.id).execute()
+    with pytest.raises(pydantic.ValidationError) as by_records:
+        peewee_store.get_batch_records(j.id, batch_id)
+    with pytest.raises(pydantic.ValidationError) as by_raw:
+        peewee_store.get_batch_raw(j.id, batch_id)
+    assert by_raw.value.errors()[0]["loc"] == by_records.value.errors()[0]["loc"] == ("raw",)
 
 
 def test_records_of_other_jobs_are_not_mixed_in(store: Store) -> None:

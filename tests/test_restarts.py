@@ -195,6 +195,10 @@ class FlakyStore(InMemoryStateStore):
         self._fault(self.fail_before, "get_batch_records")
         return super().get_batch_records(job_id, batch_id)
 
+    def get_batch_raw(self, job_id: str, batch_id: str) -> list[tuple[int, dict[str, Any]]]:
+        self._fault(self.fail_before, "get_batch_raw")  # the worker's read
+        return super().get_batch_raw(job_id, batch_id)
+
     def complete_batch(
         self,
         reservation: BatchReservation,
@@ -281,7 +285,7 @@ def test_failures_in_a_row_are_counted_afresh_after_a_successful_round() -> None
 def test_a_batch_whose_records_could_not_be_read_is_released_and_done_later() -> None:
     store = FlakyStore()
     job_id = flaky_job(store)
-    store.fail_before["get_batch_records"] = 1
+    store.fail_before["get_batch_raw"] = 1
     summary = Worker(store, noop, sleep=lambda s: None).run(job_id)
     assert (summary.store_errors, summary.batches, summary.processed) == (1, 4, 20)
     assert_memory_job_done_once(store, job_id, 20)

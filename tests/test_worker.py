@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, field_validator, model_serializer, model_
 from pydantic_core import PydanticCustomError
 
 from batchactions_peewee import (
+    Batch,
     BatchClaimed,
     BatchCompleted,
     BatchFailed,
@@ -27,6 +28,7 @@ from batchactions_peewee import (
     BatchResult,
     BatchStatus,
     ClaimFailureReason,
+    DistributedJobStatus,
     InMemoryStateStore,
     JobCompleted,
     JobConfig,
@@ -48,7 +50,7 @@ from batchactions_peewee.errors import (
     JobExistsError,
     JobNotFoundError,
 )
-from batchactions_peewee.ports import PendingRecordsWriter
+from batchactions_peewee.ports import PendingRecordsWriter, RawRecordsReader
 from batchactions_peewee.validation import (
     CUSTOM_VALIDATION,
     PATTERN_MISMATCH,
@@ -223,15 +225,19 @@ def test_prepare_rejects_bad_record_and_leaves_no_job(bad: object, error: type[E
     assert store.claim_batch("bad", "w").reason == ClaimFailureReason.JOB_NOT_FOUND
 
 
+#: The bulk paths beyond the ports that prepare_job and Worker use when a store has them.
+BULK_PATHS = ("save_pending_records", "get_batch_raw")
+
+
 class WithoutBulkPath:
-    """A store that implements the ports but not save_pending_records, as a user's own
-    DistributedStateStore may: prepare_job then goes through save_batch_records."""
+    """A store that implements the ports but none of BULK_PATHS, as a user's own
+    DistributedStateStore may: prepare_job and Worker then go through the ports alone."""
 
     def __init__(self, inner: InMemoryStateStore) -> None:
         self._inner = inner
 
     def __getattr__(self, name: str) -> Any:
-        if name == "save_pending_records":
+        if name in BULK_PATHS:
             raise AttributeError(name)
         return getattr(self._inner, name)
 
@@ -249,6 +255,56 @@ def test_prepare_writes_the_same_records_with_and_without_the_bulk_path(bulk: bo
         for i, d in enumerate(source)
     ]
     assert inner.get_pending_records("j") == expected
+
+
+@pytest.mark.parametrize("bulk", [True, False], ids=["bulk paths", "ports only"])
+def test_workers_write_the_same_records_with_and_without_the_bulk_paths(bulk: bool) -> None:
+    inner = InMemoryStateStore()
+    store: Any = inner if bulk else WithoutBulkPath(inner)
+    assert isinstance(store, RawRecordsReader) is bulk
+    source = [
+        {"name": f"p{i}", "age": "x" if i % 5 == 0 else i, "address": {"zip": "12345"}}
+        for i in range(12)
+    ]
+    job = prepare_job(store, iter(source), batch_size=4, job_id="j")
+
+    def processor(record: dict[str, Any], context: ProcessingContext) -> None:
+        if context.record_index % 4 == 1:
+            raise ValueError(f"no {context.record_index}")
+
+    summary = Worker(store, processor, schema=Person, max_retries=1, retry_delay_ms=0).run(
+        job.job_id
+    )
+    invalid, failed = {0, 5, 10}, {1, 9}
+    assert (summary.processed, summary.failed, summary.retries) == (7, 5, 2)
+    batches = [inner.get_batch_records("j", b.id) for b in job_batches(inner, "j")]
+    records = [r for batch in batches for r in batch]
+    assert [r.index for r in records] == list(range(12))
+    assert [r.status for r in records] == [
+        RecordStatus.INVALID
+        if i in invalid
+        else RecordStatus.FAILED
+        if i in failed
+        else RecordStatus.PROCESSED
+        for i in range(12)
+    ]
+    assert all(r.raw == source[r.index] for r in records)
+    assert all(
+        r.parsed == Person.model_validate(r.raw).model_dump(mode="json")
+        for r in records
+        if r.status == RecordStatus.PROCESSED
+    )
+    assert [r.processing_error for r in records if r.status == RecordStatus.FAILED] == [
+        "no 1",
+        "no 9",
+    ]
+    assert [b.processed_count for b in job_batches(inner, "j")] == [2, 3, 2]
+
+
+def job_batches(store: InMemoryStateStore, job_id: str) -> list[Batch]:
+    state = store.get_job_state(job_id)
+    assert state is not None
+    return state.batches
 
 
 def test_prepare_copies_each_record_as_it_reads_it() -> None:
@@ -900,6 +956,68 @@ def test_heartbeat_keeps_a_long_batch_from_being_reclaimed() -> None:
     assert reclaimed == [0, 0, 0, 0, 0]  # 1000 ms in all, yet the lease held
     assert result.claimed and not result.lease_lost and result.processed_count == 5
     assert result.finalized
+
+
+def test_one_lease_thread_serves_a_whole_run_and_ends_with_it() -> None:
+    clock = FakeClock()
+    store = HeartbeatSpy(clock)
+    job = prepare_job(store, numbered(6), batch_size=1)
+    threads: list[set[threading.Thread]] = []
+
+    def processor(record: dict[str, Any], context: ProcessingContext) -> None:
+        threads.append({t for t in threading.enumerate() if t.name.startswith("lease-")})
+        if record["n"] == 3:  # a long record: the same thread renews this batch too
+            clock.now += 200
+            store.renewed.clear()
+            assert store.renewed.wait(10)
+            assert store.reclaim_stale_batches(job.job_id, 300) == 0
+
+    summary = Worker(store, processor, lease_timeout_ms=300).run(job.job_id)
+    assert summary.processed == 6 and summary.finalized
+    assert len(threads) == 6 and len(threads[0]) == 1 and all(t == threads[0] for t in threads)
+    assert not next(iter(threads[0])).is_alive()
+    assert not [t for t in threading.enumerate() if t.name.startswith("lease-")]
+
+
+class CallCounter(InMemoryStateStore):
+    """Counts the reads a worker makes of the job's state."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: dict[str, int] = {}
+
+    def _count(self, name: str) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
+
+    def try_finalize_job(self, job_id: str) -> bool:
+        self._count("try_finalize_job")
+        return super().try_finalize_job(job_id)
+
+    def get_distributed_status(self, job_id: str) -> DistributedJobStatus:
+        self._count("get_distributed_status")
+        return super().get_distributed_status(job_id)
+
+
+def test_run_reads_the_job_state_once_no_batch_is_left_not_after_every_batch() -> None:
+    store = CallCounter()
+    job = prepare_job(store, numbered(20), batch_size=1)
+    summary = Worker(store, noop).run(job.job_id)
+    assert (summary.batches, summary.processed, summary.finalized) == (20, 20, True)
+    # Once when the claim finds nothing, once more as run returns (both may finalize).
+    assert store.calls == {"try_finalize_job": 2, "get_distributed_status": 1}
+    state = store.get_job_state(job.job_id)
+    assert state is not None and state.status == JobStatus.COMPLETED
+
+
+def test_process_next_still_reports_job_complete_and_finalizes_with_the_last_batch() -> None:
+    store = CallCounter()
+    job = prepare_job(store, numbered(2), batch_size=1)
+    worker = Worker(store, noop)
+    first = worker.process_next(job.job_id)
+    assert first.claimed and not first.job_complete and not first.finalized
+    last = worker.process_next(job.job_id)
+    assert last.claimed and last.job_complete and last.finalized
+    assert not [t for t in threading.enumerate() if t.name.startswith("lease-")]
 
 
 def test_lost_lease_stops_processing_promptly_and_writes_nothing() -> None:
