@@ -1,18 +1,22 @@
 """Where one worker's time goes: Worker.run over a prepared SQLite job, under pyinstrument.
 
-    /work/venv/bin/python benchmarks/profile_worker.py [--records N] [--out FILE]
+    /work/venv/bin/python benchmarks/profile_worker.py [--records N] [--rounds R] [--out FILE]
 
 One process, no-op processor, the end-to-end row's records and batch size (500), a file
-database with WAL and synchronous=NORMAL as in bench.py. It prints the work rate without
-the profiler, then runs a second job under pyinstrument (a dev tool, not a dependency)
-and writes the call tree to FILE (default: stdout). A single worker shows the CPU each
-record costs; the end-to-end row adds the write lock that four processes share.
+database with WAL and synchronous=NORMAL as in bench.py. It first measures the work rate
+without the profiler, side by side with bench.py's RawPipeline (the raw driver doing the
+same work, on a second file) in one process: ``R`` rounds, the sides alternating, each on a
+freshly prepared job; it prints each side's median and the median ratio. Then it runs one
+more job under pyinstrument (a dev tool, not a dependency) and writes the call tree to FILE
+(default: stdout). A single worker shows the CPU each record costs, without the write lock
+that the end-to-end row's four processes share.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import statistics
 import sys
 import tempfile
 import time
@@ -22,6 +26,9 @@ from typing import Any
 import peewee as pw
 
 from batchactions_peewee import PeeweeStateStore, ProcessingContext, Worker, prepare_job
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import RawPipeline, Target
 
 
 def source(n: int) -> Any:
@@ -41,6 +48,7 @@ def noop(record: dict[str, Any], context: ProcessingContext) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -50,6 +58,10 @@ def main() -> None:
         )
         store = PeeweeStateStore(db)
         store.create_tables()
+        raw_target = Target(kind="sqlite", path=str(Path(tmp) / "raw.db"))
+        PeeweeStateStore(raw_target.peewee(), table_prefix="r_").create_tables()
+        raw = raw_target.raw()
+        pipeline = RawPipeline(raw, "r_")
         n = args.records
 
         pyinstrument: Any = importlib.import_module("pyinstrument")
@@ -68,18 +80,44 @@ def main() -> None:
                 raise SystemExit(f"processed {summary.processed} of {n} records")
             return elapsed
 
-        rate = n / one_job(profiled=False)
+        def one_raw_job() -> float:
+            job_id, _ = pipeline.prepare(source(n), 500)
+            started = time.perf_counter()
+            processed = pipeline.work(job_id, "raw-worker")
+            elapsed = time.perf_counter() - started
+            if processed != n:
+                raise SystemExit(f"the raw pipeline processed {processed} of {n} records")
+            return elapsed
+
+        lib_rates, raw_rates, ratios = [], [], []
+        for round_ in range(args.rounds):
+            # Alternating, who goes first rotating, so that the machine's moods fall alike.
+            if round_ % 2 == 0:
+                lib_s = one_job(profiled=False)
+                raw_s = one_raw_job()
+            else:
+                raw_s = one_raw_job()
+                lib_s = one_job(profiled=False)
+            lib_rates.append(n / lib_s)
+            raw_rates.append(n / raw_s)
+            ratios.append(raw_s / lib_s)
         one_job(profiled=True)
+        raw.close()
         db.close()
+    rate = statistics.median(lib_rates)
+    summary = (
+        f"{rate:,.0f} records/s; raw pipeline {statistics.median(raw_rates):,.0f} records/s; "
+        f"ratio {statistics.median(ratios):.2f}x (median of {args.rounds} rounds)"
+    )
     head = (
         f"# Worker.run, one process, SQLite, {n:,} records, batches of 500, no-op processor\n"
-        f"# (benchmarks/profile_worker.py): {rate:,.0f} records/s without the profiler\n"
-        "# The profile covers Worker.run of a second job (its prepare_job is not sampled).\n\n"
+        f"# (benchmarks/profile_worker.py), without the profiler: {summary}\n"
+        "# The profile covers Worker.run of one more job (its prepare_job is not sampled).\n\n"
     )
     report = head + profiler.output_text(time="percent_of_total")
     if args.out:
         args.out.write_text(report)
-        print(f"{rate:,.0f} records/s; profile written to {args.out}", file=sys.stderr)
+        print(f"{summary}; profile written to {args.out}", file=sys.stderr)
     else:
         print(report)
 
