@@ -9,6 +9,8 @@ from __future__ import annotations
 import enum
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import chain
+from operator import itemgetter
 from typing import Any, TypeVar
 
 from . import codec
@@ -30,6 +32,8 @@ E = TypeVar("E", bound=enum.Enum)
 
 #: A record row: (jobId, batchId, recordIndex, status, raw, parsed, errors, processingError).
 RecordRow = tuple[str, str, int, str, str, str, str, "str | None"]
+#: A record processed without error, as a worker hands it over: (index, raw, parsed).
+Processed = tuple[int, dict[str, Any], dict[str, Any]]
 
 
 def status_of(kind: type[E], value: object) -> E:
@@ -82,16 +86,50 @@ def record_rows(job_id: str, batch_id: str, records: Iterable[ProcessedRecord]) 
     check_id(batch_id, "batch id")
     records = list(records)
     indexes = [check_count(record.index, "record index") for record in records]
+    _check_unique(indexes)
+    raws = codec.dumps_each([record.raw for record in records], what="raw", records=indexes)
+    return [
+        _record_row(job_id, batch_id, record, index, raw)
+        for record, index, raw in zip(records, indexes, raws, strict=True)
+    ]
+
+
+def _check_unique(indexes: list[int]) -> None:
     if len(set(indexes)) != len(indexes):
         seen: set[int] = set()
         for index in indexes:
             if index in seen:
                 raise DuplicateRecordError(f"record index {index} appears twice in one write")
             seen.add(index)
-    raws = codec.dumps_each([record.raw for record in records], what="raw", records=indexes)
+
+
+def processed_rows(job_id: str, batch_id: str, processed: Sequence[Processed]) -> list[RecordRow]:
+    """Rows for records processed without error, given as (index, raw, parsed): the rows
+    ``record_rows`` would make of ProcessedRecords with status processed and no errors, with
+    the same checks, without building a model per record (a worker's completion path)."""
+    check_id(job_id, "job id")
+    check_id(batch_id, "batch id")
+    indexes = [check_count(index, "record index") for index, _, _ in processed]
+    _check_unique(indexes)
+    for index, raw, parsed in processed:
+        if type(raw) is not dict or type(parsed) is not dict:
+            raise InvalidInputError(f"record {index}: raw and parsed forms must be dicts")
+    texts = codec.dumps_each([raw for _, raw, _ in processed], what="raw", records=indexes)
+    done = RecordStatus.PROCESSED.value
     return [
-        _record_row(job_id, batch_id, record, index, raw)
-        for record, index, raw in zip(records, indexes, raws, strict=True)
+        (
+            job_id,
+            batch_id,
+            index,
+            done,
+            text,
+            text
+            if codec.encodes_like(parsed, raw, text)
+            else codec.dumps(parsed, what="parsed", record=index),
+            "[]",
+            None,
+        )
+        for (index, raw, parsed), text in zip(processed, texts, strict=True)
     ]
 
 
@@ -240,9 +278,12 @@ def check_completion(
     processed: int,
     failed: int,
     records: Iterable[ProcessedRecord],
+    done: Sequence[Processed] = (),
 ) -> tuple[BatchStatus, list[RecordRow]]:
     """Everything ``complete_batch`` checks before it writes: a final status, counts that
-    fit, ids that fit, and records whose counts agree. Returns the status and the rows."""
+    fit, ids that fit, and records whose counts agree. ``done`` holds further records,
+    processed without error, as (index, raw, parsed). Returns the status and the rows, by
+    record index."""
     final = status_of(BatchStatus, status)
     if final not in (BatchStatus.COMPLETED, BatchStatus.FAILED):
         raise InvalidStatusError(f"a batch completes as COMPLETED or FAILED, not {final.value}")
@@ -250,5 +291,12 @@ def check_completion(
     check_count(failed, "failed_count")
     check_worker_id(reservation.worker_id)
     rows = record_rows(reservation.job_id, reservation.batch_id, records)
+    if done:
+        done_rows = processed_rows(reservation.job_id, reservation.batch_id, done)
+        if rows:
+            rows = sorted(chain(done_rows, rows), key=itemgetter(2))
+            _check_unique([row[2] for row in rows])
+        else:
+            rows = done_rows
     check_completion_counts(reservation, rows, processed, failed)
     return final, rows

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -34,6 +34,7 @@ from .domain import (
     RecordStatus,
 )
 from .encoding import (
+    Processed,
     RecordRow,
     batch_json,
     check_completion,
@@ -87,6 +88,26 @@ class PendingRecordsWriter(Protocol):
     def save_pending_records(
         self, job_id: str, batch_id: str, first_index: int, records: Iterable[Mapping[str, Any]]
     ) -> None: ...
+
+
+@runtime_checkable
+class ProcessedRecordsWriter(Protocol):
+    """A store that completes a batch with its records processed without error given as
+    (index, raw, parsed) tuples, not ProcessedRecords (both of ours can): what
+    ``complete_batch`` does with them as PROCESSED records without errors, plus
+    ``records``, the others. ``Worker`` uses it when present, and ``complete_batch``
+    otherwise."""
+
+    def complete_batch_processed(
+        self,
+        reservation: BatchReservation,
+        *,
+        status: BatchStatus = BatchStatus.COMPLETED,
+        processed_count: int,
+        failed_count: int,
+        processed: Sequence[tuple[int, dict[str, Any], dict[str, Any]]],
+        records: Iterable[ProcessedRecord] = (),
+    ) -> bool: ...
 
 
 @runtime_checkable
@@ -482,7 +503,36 @@ class InMemoryStateStore:
         failed_count: int,
         records: Iterable[ProcessedRecord] = (),
     ) -> bool:
-        status, rows = check_completion(reservation, status, processed_count, failed_count, records)
+        return self._complete(reservation, status, processed_count, failed_count, records, ())
+
+    def complete_batch_processed(
+        self,
+        reservation: BatchReservation,
+        *,
+        status: BatchStatus = BatchStatus.COMPLETED,
+        processed_count: int,
+        failed_count: int,
+        processed: Sequence[Processed],
+        records: Iterable[ProcessedRecord] = (),
+    ) -> bool:
+        """``complete_batch`` with the records processed without error given as (index,
+        raw, parsed) (see ``ProcessedRecordsWriter``)."""
+        return self._complete(
+            reservation, status, processed_count, failed_count, records, processed
+        )
+
+    def _complete(
+        self,
+        reservation: BatchReservation,
+        status: BatchStatus | str,
+        processed_count: int,
+        failed_count: int,
+        records: Iterable[ProcessedRecord],
+        done: Sequence[Processed],
+    ) -> bool:
+        status, rows = check_completion(
+            reservation, status, processed_count, failed_count, records, done
+        )
         r = reservation
         with self._lock:
             b = self._held(r.job_id, r.batch_id, r.worker_id, r.version)

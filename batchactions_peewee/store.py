@@ -41,6 +41,7 @@ from .domain import (
     RecordStatus,
 )
 from .encoding import (
+    Processed,
     RecordRow,
     batch_json,
     check_completion,
@@ -991,7 +992,37 @@ class PeeweeStateStore:
     ) -> bool:
         """Write the batch's final state and its records in one transaction, only while the
         reservation still holds; return False and write nothing otherwise."""
-        status, rows = check_completion(reservation, status, processed_count, failed_count, records)
+        return self._complete(reservation, status, processed_count, failed_count, records, ())
+
+    def complete_batch_processed(
+        self,
+        reservation: BatchReservation,
+        *,
+        status: BatchStatus = BatchStatus.COMPLETED,
+        processed_count: int,
+        failed_count: int,
+        processed: Sequence[Processed],
+        records: Iterable[ProcessedRecord] = (),
+    ) -> bool:
+        """``complete_batch`` with the records processed without error given as (index,
+        raw, parsed) in ``processed``, and only the others as ProcessedRecords (see
+        ``ProcessedRecordsWriter``): the worker's completion."""
+        return self._complete(
+            reservation, status, processed_count, failed_count, records, processed
+        )
+
+    def _complete(
+        self,
+        reservation: BatchReservation,
+        status: BatchStatus | str,
+        processed_count: int,
+        failed_count: int,
+        records: Iterable[ProcessedRecord],
+        done: Sequence[Processed],
+    ) -> bool:
+        status, rows = check_completion(
+            reservation, status, processed_count, failed_count, records, done
+        )
         self._holds(reservation)  # checks the reservation's ids
         B = self.tables.batches
         r = self._r

@@ -6,6 +6,9 @@ test_concurrency.py.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import pytest
 
 from batchactions_peewee import (
@@ -15,8 +18,15 @@ from batchactions_peewee import (
     InMemoryStateStore,
     JobStatus,
     PeeweeStateStore,
+    ProcessedRecord,
 )
-from batchactions_peewee.errors import InvalidInputError, InvalidStatusError, JobNotFoundError
+from batchactions_peewee.errors import (
+    DuplicateRecordError,
+    InvalidInputError,
+    InvalidStatusError,
+    InvalidValueError,
+    JobNotFoundError,
+)
 
 from .factories import job, record
 
@@ -135,6 +145,79 @@ def test_complete_batch_writes_state_and_records_together(store: Store) -> None:
     late = [record(0, "failed")]
     assert store.complete_batch(r, processed_count=0, failed_count=2, records=late) is False
     assert store.get_batch_records(j.id, r.batch_id) == done
+
+
+@pytest.mark.parametrize("count", [1, 16, 40])
+def test_complete_batch_processed_writes_what_complete_batch_writes(
+    store: Store, count: int
+) -> None:
+    # The worker's completion: processed records as (index, raw, parsed), the rest as
+    # ProcessedRecords. Both jobs must end with the same rows and counters.
+    def outcome(i: int) -> ProcessedRecord:
+        raw = {"n": i, "deep": {"l": [i, 1.5, None, "zoë"]}}
+        if i % 5 == 3:
+            return ProcessedRecord(
+                index=i, raw=raw, parsed=raw, status="failed", processing_error=f"e{i}"
+            )
+        parsed = raw if i % 2 else {"n": str(i)}
+        return ProcessedRecord(index=i, raw=raw, parsed=parsed, status="processed")
+
+    outcomes = [outcome(i) for i in range(count)]
+    processed = [(o.index, o.raw, o.parsed) for o in outcomes if o.status == "processed"]
+    others = [o for o in outcomes if o.status != "processed"]
+    done_n, failed_n = len(processed), len(others)
+    read = []
+    for fast in (False, True):
+        j = job(batches=1, per_batch=count)
+        store.save_job_state(j)
+        r = claim(store, j.id)
+        if fast:
+            assert store.complete_batch_processed(
+                r,
+                processed=processed,
+                records=others,
+                processed_count=done_n,
+                failed_count=failed_n,
+            )
+            # Fenced like complete_batch: a second completion writes nothing.
+            assert not store.complete_batch_processed(
+                r, processed=[], processed_count=done_n, failed_count=failed_n
+            )
+        else:
+            assert store.complete_batch(
+                r, records=outcomes, processed_count=done_n, failed_count=failed_n
+            )
+        read.append(store.get_batch_records(j.id, r.batch_id))
+        state = store.get_job_state(j.id)
+        assert state is not None
+        assert (state.batches[0].processed_count, state.batches[0].failed_count) == (
+            len(processed),
+            len(others),
+        )
+    assert read[0] == read[1] == outcomes
+
+
+def test_complete_batch_processed_refuses_bad_input_and_writes_nothing(store: Store) -> None:
+    j = job(batches=1, per_batch=3)
+    store.save_job_state(j)
+    r = claim(store, j.id)
+    ok = [(0, {"n": 0}, {"n": 0}), (1, {"n": 1}, {"n": 1})]
+    cases: list[tuple[type[Exception], str, list[Any], list[ProcessedRecord]]] = [
+        (DuplicateRecordError, "record index 1", [*ok, (1, {}, {})], []),
+        (DuplicateRecordError, "record index 1", ok, [record(1, "failed")]),
+        (InvalidValueError, "raw of record 1", [ok[0], (1, {"x": math.nan}, {})], []),
+        (InvalidValueError, "parsed of record 1", [ok[0], (1, {}, {"s": {1, 2}})], []),
+        (InvalidInputError, "record 1: raw and parsed", [ok[0], (1, [1], {})], []),
+        (InvalidValueError, "record index", [(-1, {}, {})], []),
+        (InvalidInputError, "records say 2 processed", ok, [record(2, "failed")]),
+    ]
+    for error, message, processed, others in cases:
+        with pytest.raises(error, match=message):
+            store.complete_batch_processed(
+                r, processed=processed, records=others, processed_count=1, failed_count=2
+            )
+    assert store.get_batch_records(j.id, r.batch_id) == []
+    assert store.get_distributed_status(j.id).processing_batches == 1
 
 
 def test_complete_batch_refuses_a_non_terminal_status(store: Store) -> None:

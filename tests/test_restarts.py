@@ -20,7 +20,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -208,14 +208,41 @@ class FlakyStore(InMemoryStateStore):
         failed_count: int,
         records: Iterable[ProcessedRecord] = (),
     ) -> bool:
-        self._fault(self.fail_before, "complete_batch")
-        written = super().complete_batch(
-            reservation,
-            status=status,
-            processed_count=processed_count,
-            failed_count=failed_count,
-            records=records,
+        return self._faulty_completion(
+            lambda: super(FlakyStore, self).complete_batch(
+                reservation,
+                status=status,
+                processed_count=processed_count,
+                failed_count=failed_count,
+                records=records,
+            )
         )
+
+    def complete_batch_processed(
+        self,
+        reservation: BatchReservation,
+        *,
+        status: BatchStatus = BatchStatus.COMPLETED,
+        processed_count: int,
+        failed_count: int,
+        processed: Sequence[tuple[int, dict[str, Any], dict[str, Any]]],
+        records: Iterable[ProcessedRecord] = (),
+    ) -> bool:
+        # The worker's completion: faulted under the same name as complete_batch.
+        return self._faulty_completion(
+            lambda: super(FlakyStore, self).complete_batch_processed(
+                reservation,
+                status=status,
+                processed_count=processed_count,
+                failed_count=failed_count,
+                processed=processed,
+                records=records,
+            )
+        )
+
+    def _faulty_completion(self, complete: Callable[[], bool]) -> bool:
+        self._fault(self.fail_before, "complete_batch")
+        written = complete()
         self._fault(self.fail_after, "complete_batch")
         return written
 

@@ -50,7 +50,11 @@ from batchactions_peewee.errors import (
     JobExistsError,
     JobNotFoundError,
 )
-from batchactions_peewee.ports import PendingRecordsWriter, RawRecordsReader
+from batchactions_peewee.ports import (
+    PendingRecordsWriter,
+    ProcessedRecordsWriter,
+    RawRecordsReader,
+)
 from batchactions_peewee.validation import (
     CUSTOM_VALIDATION,
     PATTERN_MISMATCH,
@@ -226,7 +230,7 @@ def test_prepare_rejects_bad_record_and_leaves_no_job(bad: object, error: type[E
 
 
 #: The bulk paths beyond the ports that prepare_job and Worker use when a store has them.
-BULK_PATHS = ("save_pending_records", "get_batch_raw")
+BULK_PATHS = ("save_pending_records", "get_batch_raw", "complete_batch_processed")
 
 
 class WithoutBulkPath:
@@ -261,7 +265,7 @@ def test_prepare_writes_the_same_records_with_and_without_the_bulk_path(bulk: bo
 def test_workers_write_the_same_records_with_and_without_the_bulk_paths(bulk: bool) -> None:
     inner = InMemoryStateStore()
     store: Any = inner if bulk else WithoutBulkPath(inner)
-    assert isinstance(store, RawRecordsReader) is bulk
+    assert isinstance(store, RawRecordsReader) is isinstance(store, ProcessedRecordsWriter) is bulk
     source = [
         {"name": f"p{i}", "age": "x" if i % 5 == 0 else i, "address": {"zip": "12345"}}
         for i in range(12)
