@@ -103,17 +103,20 @@ def _check_unique(indexes: list[int]) -> None:
             seen.add(index)
 
 
-def processed_rows(job_id: str, batch_id: str, processed: Sequence[Processed]) -> list[RecordRow]:
+def processed_rows(job_id: str, batch_id: str, processed: Iterable[Processed]) -> list[RecordRow]:
     """Rows for records processed without error, given as (index, raw, parsed): the rows
     ``record_rows`` would make of ProcessedRecords with status processed and no errors, with
     the same checks, without building a model per record (a worker's completion path)."""
     check_id(job_id, "job id")
     check_id(batch_id, "batch id")
+    processed = list(processed)
+    if not all(
+        type(item) is tuple and len(item) == 3 and type(item[1]) is dict and type(item[2]) is dict
+        for item in processed
+    ):
+        processed = [_processed_item(k, item) for k, item in enumerate(processed)]
     indexes = [check_count(index, "record index") for index, _, _ in processed]
     _check_unique(indexes)
-    for index, raw, parsed in processed:
-        if type(raw) is not dict or type(parsed) is not dict:
-            raise InvalidInputError(f"record {index}: raw and parsed forms must be dicts")
     texts = codec.dumps_each([raw for _, raw, _ in processed], what="raw", records=indexes)
     done = RecordStatus.PROCESSED.value
     return [
@@ -131,6 +134,21 @@ def processed_rows(job_id: str, batch_id: str, processed: Sequence[Processed]) -
         )
         for (index, raw, parsed), text in zip(processed, texts, strict=True)
     ]
+
+
+def _processed_item(k: int, item: object) -> Processed:
+    """Item ``k`` of a completion's ``processed`` as (index, raw, parsed), its forms plain
+    dicts (as ProcessedRecord validation makes them), or InvalidInputError."""
+    if not isinstance(item, (tuple, list)) or len(item) != 3:
+        raise InvalidInputError(
+            f"processed item {k} must be (index, raw, parsed), got {item!r:.80}"
+        )
+    index, raw, parsed = item
+    if not isinstance(raw, dict) or not isinstance(parsed, dict):
+        raise InvalidInputError(f"record {index}: raw and parsed forms must be dicts")
+    if type(raw) is not dict:
+        raw, parsed = dict(raw), (dict(raw) if parsed is raw else parsed)
+    return index, raw, parsed if type(parsed) is dict else dict(parsed)
 
 
 def pending_rows(
@@ -278,7 +296,7 @@ def check_completion(
     processed: int,
     failed: int,
     records: Iterable[ProcessedRecord],
-    done: Sequence[Processed] = (),
+    done: Iterable[Processed] = (),
 ) -> tuple[BatchStatus, list[RecordRow]]:
     """Everything ``complete_batch`` checks before it writes: a final status, counts that
     fit, ids that fit, and records whose counts agree. ``done`` holds further records,
@@ -291,8 +309,8 @@ def check_completion(
     check_count(failed, "failed_count")
     check_worker_id(reservation.worker_id)
     rows = record_rows(reservation.job_id, reservation.batch_id, records)
-    if done:
-        done_rows = processed_rows(reservation.job_id, reservation.batch_id, done)
+    done_rows = processed_rows(reservation.job_id, reservation.batch_id, done)
+    if done_rows:
         if rows:
             rows = sorted(chain(done_rows, rows), key=itemgetter(2))
             _check_unique([row[2] for row in rows])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -105,7 +105,7 @@ class ProcessedRecordsWriter(Protocol):
         status: BatchStatus = BatchStatus.COMPLETED,
         processed_count: int,
         failed_count: int,
-        processed: Sequence[tuple[int, dict[str, Any], dict[str, Any]]],
+        processed: Iterable[tuple[int, dict[str, Any], dict[str, Any]]],
         records: Iterable[ProcessedRecord] = (),
     ) -> bool: ...
 
@@ -512,7 +512,7 @@ class InMemoryStateStore:
         status: BatchStatus = BatchStatus.COMPLETED,
         processed_count: int,
         failed_count: int,
-        processed: Sequence[Processed],
+        processed: Iterable[Processed],
         records: Iterable[ProcessedRecord] = (),
     ) -> bool:
         """``complete_batch`` with the records processed without error given as (index,
@@ -528,7 +528,7 @@ class InMemoryStateStore:
         processed_count: int,
         failed_count: int,
         records: Iterable[ProcessedRecord],
-        done: Sequence[Processed],
+        done: Iterable[Processed],
     ) -> bool:
         status, rows = check_completion(
             reservation, status, processed_count, failed_count, records, done

@@ -1001,7 +1001,7 @@ class PeeweeStateStore:
         status: BatchStatus = BatchStatus.COMPLETED,
         processed_count: int,
         failed_count: int,
-        processed: Sequence[Processed],
+        processed: Iterable[Processed],
         records: Iterable[ProcessedRecord] = (),
     ) -> bool:
         """``complete_batch`` with the records processed without error given as (index,
@@ -1018,7 +1018,7 @@ class PeeweeStateStore:
         processed_count: int,
         failed_count: int,
         records: Iterable[ProcessedRecord],
-        done: Sequence[Processed],
+        done: Iterable[Processed],
     ) -> bool:
         status, rows = check_completion(
             reservation, status, processed_count, failed_count, records, done

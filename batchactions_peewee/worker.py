@@ -318,7 +318,12 @@ def _write_batches(
 ) -> tuple[list[Batch], int]:
     batches: list[Batch] = []
     chunk: list[dict[str, Any]] = []
-    bulk = store if isinstance(store, PendingRecordsWriter) else None
+    bulk = (
+        store
+        if isinstance(store, PendingRecordsWriter)
+        and _bulk_path(store, "save_pending_records", "save_batch_records")
+        else None
+    )
     total = 0
 
     def flush() -> None:
@@ -403,48 +408,56 @@ def default_worker_id() -> str:
 
 
 class _Held:
-    """One reservation that ``_Leases`` renews; ``lost`` is set once a renewal is refused."""
+    """One reservation that ``_Leases`` renews through ``store`` every ``interval_s``;
+    ``lost`` is set once a renewal is refused."""
 
-    __slots__ = ("due", "lost", "reservation")
+    __slots__ = ("due", "interval_s", "lost", "reservation", "store")
 
-    def __init__(self, reservation: BatchReservation, due: float) -> None:
+    def __init__(self, reservation: BatchReservation, store: WorkerStore, interval_s: float):
         self.reservation = reservation
-        self.due = due
+        self.store = store
+        self.interval_s = interval_s
+        self.due = time.monotonic() + interval_s
         self.lost = threading.Event()
 
 
 class _Leases:
-    """Renews the reservations a worker holds, every ``interval_s``, from one daemon thread.
+    """Renews the reservations a worker holds from one daemon thread.
 
     The thread is started with the first reservation and lives until ``close`` (``run``
     keeps it for the whole job: starting and joining a thread per batch cost a twentieth of
-    a worker's time). A renewal that raises (say, the database is briefly unreachable) is
-    logged and tried again next interval; one that is refused (the batch was reclaimed)
-    sets the reservation's ``lost``. A renewal may still be in flight when its batch is
-    released or completed: it is fenced by the reservation's version, so it then changes
-    nothing.
+    a worker's time). A renewal that raises (say, the
+    database is briefly unreachable) is logged and tried again next interval; one that is
+    refused (the batch was reclaimed) sets the reservation's ``lost``. Should the thread die
+    (a renewal raised a BaseException), what it held counts as lost and the next ``hold``
+    starts a new thread. A renewal may still be in flight when its batch is released or
+    completed: it is fenced by the reservation's version, so it then changes nothing.
     """
 
-    def __init__(self, store: WorkerStore, interval_s: float, name: str) -> None:
-        self._store = store
-        self._interval_s = interval_s
+    def __init__(self, name: str) -> None:
         self._name = name
         self._changed = threading.Condition()
         self._held: list[_Held] = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
-    def hold(self, reservation: BatchReservation) -> _Held:
-        held = _Held(reservation, time.monotonic() + self._interval_s)
+    def hold(self, reservation: BatchReservation, store: WorkerStore, interval_s: float) -> _Held:
+        """Renew ``reservation`` through ``store`` every ``interval_s`` until released."""
+        held = _Held(reservation, store, interval_s)
         with self._changed:
             self._held.append(held)
-            if self._thread is None:
-                self._stop = threading.Event()
-                self._thread = threading.Thread(
-                    target=self._renew, args=(self._stop,), name=self._name, daemon=True
+            if self._thread is None or not self._thread.is_alive():
+                stop = threading.Event()
+                thread = threading.Thread(
+                    target=self._renew, args=(stop,), name=self._name, daemon=True
                 )
-                self._thread.start()
-            self._changed.notify()
+                try:
+                    thread.start()
+                except BaseException:
+                    self._held.remove(held)
+                    raise
+                self._thread, self._stop = thread, stop
+            self._changed.notify_all()
         return held
 
     def release(self, held: _Held) -> None:
@@ -453,16 +466,17 @@ class _Leases:
                 self._held.remove(held)
 
     def close(self) -> None:
-        """Stop the thread (and close its connection) unless a reservation is still held."""
+        """Stop the thread (and close its connections) unless a reservation is still held."""
         with self._changed:
             if self._held or self._thread is None:
                 return
             thread, self._thread = self._thread, None
             self._stop.set()
-            self._changed.notify()
+            self._changed.notify_all()
         thread.join()
 
     def _renew(self, stop: threading.Event) -> None:
+        stores: list[WorkerStore] = []  # whose connections this thread may have opened
         try:
             with self._changed:
                 while not stop.is_set():
@@ -473,26 +487,52 @@ class _Leases:
                         self._changed.wait(None if next_due is None else next_due - now)
                         continue
                     for held in due:
-                        held.due = now + self._interval_s
+                        held.due = now + held.interval_s
+                        if not any(held.store is s for s in stores):
+                            stores.append(held.store)
                     self._changed.release()  # the database calls run without the lock
                     try:
-                        lost = [held for held in due if not self._renew_one(held)]
+                        lost = [held for held in due if not _renew_one(held)]
                     finally:
                         self._changed.acquire()
                     self._held = [h for h in self._held if h not in lost]
         finally:
-            _close_thread_connection(self._store)
+            with self._changed:
+                if self._thread is threading.current_thread() and not stop.is_set():
+                    # Died (a renewal raised a BaseException): nobody renews what is held
+                    # now, so it counts as lost; the next hold() starts a new thread.
+                    self._thread = None
+                    for held in self._held:
+                        held.lost.set()
+                    self._held = []
+            for store in stores:
+                _close_thread_connection(store)
 
-    def _renew_one(self, held: _Held) -> bool:
-        """Renew one reservation; False once it is lost (the batch was reclaimed)."""
-        try:
-            renewed = self._store.heartbeat(held.reservation)
-        except Exception:
-            logger.warning("lease renewal failed; trying again", exc_info=True)
-            return True
-        if not renewed:
-            held.lost.set()
-        return renewed
+
+def _renew_one(held: _Held) -> bool:
+    """Renew one reservation; False once it is lost (the batch was reclaimed)."""
+    try:
+        renewed = held.store.heartbeat(held.reservation)
+    except Exception:
+        logger.warning("lease renewal failed; trying again", exc_info=True)
+        return True
+    if not renewed:
+        held.lost.set()
+    return renewed
+
+
+def _bulk_path(store: object, bulk: str, port: str) -> bool:
+    """True when ``store``'s ``bulk`` method may stand in for its ``port`` method: the store
+    has it, and no class below the one that defines it overrides the port method (a
+    subclass of ours that overrides ``complete_batch`` gets its override called)."""
+    owners = {
+        name: next((c for c in type(store).__mro__ if name in vars(c)), None)
+        for name in (bulk, port)
+    }
+    bulk_owner, port_owner = owners[bulk], owners[port]
+    if bulk_owner is None:  # not a method of the class: an instance's or a proxy's own
+        return callable(getattr(store, bulk, None))
+    return port_owner is None or issubclass(bulk_owner, port_owner)
 
 
 def _close_thread_connection(store: object) -> None:
@@ -628,7 +668,7 @@ class Worker:
         self._sleep = sleep
         self._stopping = threading.Event()
         self._total_records: dict[str, int] = {}
-        self._leases = _Leases(store, self.lease_timeout_ms / 3000, f"lease-{self.worker_id}")
+        self._leases = _Leases(f"lease-{self.worker_id}")
 
     # -- public ---------------------------------------------------------------------------
 
@@ -640,7 +680,9 @@ class Worker:
         waits, polling, so that it can take over a batch whose worker dies; it returns once
         every batch is COMPLETED or FAILED, when the job is not PROCESSING (not prepared
         yet, paused, finished), or after ``stop()``. Raises JobNotFoundError for an unknown
-        job.
+        job. The job is finalized (exactly once, by ``try_finalize_job``) by the first worker
+        whose claim finds no batch left once every batch is done, or as a run returns; a job
+        whose last worker died in between stays PROCESSING until any worker runs it again.
 
         A database failure that the store's own retries could not cure (the server gone
         for longer than they last, say) does not end the run: the batch in hand is
@@ -776,13 +818,16 @@ class Worker:
                 res.record_end_index,
             )
         )
-        lease = self._leases.hold(res)
+        lease: _Held | None = None
         written = False
         try:
             try:
+                # The store and the interval as they are now: both are public attributes.
+                lease = self._leases.hold(res, self.store, self.lease_timeout_ms / 3000)
                 work = self._process_records(res, self._read_batch(res), lease.lost)
             finally:
-                self._leases.release(lease)
+                if lease is not None:
+                    self._leases.release(lease)
             if not work.lease_lost:
                 status = BatchStatus.COMPLETED if work.failure is None else BatchStatus.FAILED
                 written = self._complete(res, status, work)
@@ -830,7 +875,9 @@ class Worker:
 
     def _read_batch(self, res: BatchReservation) -> list[tuple[int, dict[str, Any]]]:
         """The batch's records as (index, raw) pairs: all that processing needs."""
-        if isinstance(self.store, RawRecordsReader):
+        if isinstance(self.store, RawRecordsReader) and _bulk_path(
+            self.store, "get_batch_raw", "get_batch_records"
+        ):
             return self.store.get_batch_raw(res.job_id, res.batch_id)
         return [(r.index, r.raw) for r in self.store.get_batch_records(res.job_id, res.batch_id)]
 
@@ -918,7 +965,9 @@ class Worker:
             return index, kept, kept if parsed is raw else parsed, attempt
 
     def _complete(self, res: BatchReservation, status: BatchStatus, work: _BatchWork) -> bool:
-        if isinstance(self.store, ProcessedRecordsWriter):
+        if isinstance(self.store, ProcessedRecordsWriter) and _bulk_path(
+            self.store, "complete_batch_processed", "complete_batch"
+        ):
             # No ProcessedRecord per processed record: building them cost a tenth of the
             # worker's time.
             return self.store.complete_batch_processed(

@@ -7,6 +7,7 @@ test_concurrency.py.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from typing import Any
 
 import pytest
@@ -216,8 +217,31 @@ def test_complete_batch_processed_refuses_bad_input_and_writes_nothing(store: St
             store.complete_batch_processed(
                 r, processed=processed, records=others, processed_count=1, failed_count=2
             )
+    shapes: list[Any] = [(1, {}), (1, {}, {}, 0), None, "abc"]
+    for shape in shapes:
+        with pytest.raises(
+            InvalidInputError, match=r"processed item 1 must be \(index, raw, parsed\)"
+        ):
+            store.complete_batch_processed(
+                r, processed=[(0, {}, {}), shape], processed_count=2, failed_count=0
+            )
     assert store.get_batch_records(j.id, r.batch_id) == []
     assert store.get_distributed_status(j.id).processing_batches == 1
+
+
+def test_complete_batch_processed_takes_any_iterable_and_dict_subclasses(store: Store) -> None:
+    j = job(batches=1, per_batch=2)
+    store.save_job_state(j)
+    r = claim(store, j.id)
+    ordered = OrderedDict(n=1)
+    done = ((i, {"n": i} if i == 0 else ordered, {"n": i}) for i in range(2))  # one pass only
+    assert store.complete_batch_processed(r, processed=done, processed_count=2, failed_count=0)
+    records = store.get_batch_records(j.id, r.batch_id)
+    assert [(x.index, x.raw, x.status) for x in records] == [
+        (0, {"n": 0}, "processed"),
+        (1, {"n": 1}, "processed"),
+    ]
+    assert type(records[1].raw) is dict
 
 
 def test_complete_batch_refuses_a_non_terminal_status(store: Store) -> None:

@@ -20,7 +20,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -225,7 +225,7 @@ class FlakyStore(InMemoryStateStore):
         status: BatchStatus = BatchStatus.COMPLETED,
         processed_count: int,
         failed_count: int,
-        processed: Sequence[tuple[int, dict[str, Any], dict[str, Any]]],
+        processed: Iterable[tuple[int, dict[str, Any], dict[str, Any]]],
         records: Iterable[ProcessedRecord] = (),
     ) -> bool:
         # The worker's completion: faulted under the same name as complete_batch.

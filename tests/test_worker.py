@@ -12,7 +12,7 @@ import math
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -981,6 +981,89 @@ def test_one_lease_thread_serves_a_whole_run_and_ends_with_it() -> None:
     assert len(threads) == 6 and len(threads[0]) == 1 and all(t == threads[0] for t in threads)
     assert not next(iter(threads[0])).is_alive()
     assert not [t for t in threading.enumerate() if t.name.startswith("lease-")]
+
+
+class HeartbeatDiesOnce(HeartbeatSpy):
+    """The first renewal raises a BaseException, which ends the lease thread."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.attempted = threading.Event()
+
+    def heartbeat(self, reservation: BatchReservation) -> bool:
+        if not self.attempted.is_set():
+            self.attempted.set()
+            raise Crash()
+        return super().heartbeat(reservation)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_lease_thread_that_died_loses_its_batch_and_is_replaced_for_the_next() -> None:
+    clock = FakeClock()
+    store = HeartbeatDiesOnce(clock)
+    job = prepare_job(store, numbered(4), batch_size=2)
+    seen: list[int] = []
+
+    def processor(record: dict[str, Any], context: ProcessingContext) -> None:
+        seen.append(record["n"])
+        if len(seen) == 1:
+            # Nobody renews this batch's lease now: the worker must give it up.
+            assert context.lease_lost.wait(10)
+            return
+        store.renewed.clear()
+        assert store.renewed.wait(10)  # a new thread renews the batch in hand
+
+    summary = Worker(store, processor, lease_timeout_ms=60).run(job.job_id)
+    assert (summary.processed, summary.leases_lost, summary.finalized) == (4, 1, True)
+    assert seen == [0, 0, 1, 2, 3]  # batch 0 given up before its record 1, then done again
+
+
+class OverridingStore(InMemoryStateStore):
+    """A subclass of ours that overrides port methods: its overrides must be called, not
+    the bulk forms it inherits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def save_batch_records(
+        self, job_id: str, batch_id: str, records: Iterable[ProcessedRecord]
+    ) -> None:
+        self.calls.append("save_batch_records")
+        super().save_batch_records(job_id, batch_id, records)
+
+    def get_batch_records(self, job_id: str, batch_id: str) -> list[ProcessedRecord]:
+        self.calls.append("get_batch_records")
+        return super().get_batch_records(job_id, batch_id)
+
+    def complete_batch(
+        self,
+        reservation: BatchReservation,
+        *,
+        status: BatchStatus = BatchStatus.COMPLETED,
+        processed_count: int,
+        failed_count: int,
+        records: Iterable[ProcessedRecord] = (),
+    ) -> bool:
+        self.calls.append("complete_batch")
+        return super().complete_batch(
+            reservation,
+            status=status,
+            processed_count=processed_count,
+            failed_count=failed_count,
+            records=records,
+        )
+
+
+def test_a_store_subclass_that_overrides_a_port_method_gets_its_override_called() -> None:
+    store = OverridingStore()
+    job = prepare_job(store, numbered(4), batch_size=2)
+    summary = Worker(store, noop).run(job.job_id)
+    assert (summary.processed, summary.finalized) == (4, True)
+    assert sorted(store.calls) == sorted(
+        ["save_batch_records", "get_batch_records", "complete_batch"] * 2
+    )
+    assert len(store.get_processed_records(job.job_id)) == 4
 
 
 class CallCounter(InMemoryStateStore):
