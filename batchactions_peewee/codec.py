@@ -74,6 +74,8 @@ def dumps_each(values: list[Any], *, what: str, records: Sequence[int]) -> list[
     order), the read-back check done once for the whole list: a fifth less time per value
     than one check per value. A list that fails it is done again value by value, so that
     the error names the value at fault."""
+    if len(values) == 1:  # one value (save_processed_record): no list to build and check
+        return [dumps(values[0], what=what, record=records[0])]
     try:
         texts = [to_json(value, inf_nan_mode="null").decode() for value in values]
         if from_json("[" + ",".join(texts) + "]") == values:
