@@ -52,15 +52,9 @@ def _record_row(
 ) -> RecordRow:
     """One record as a row, its JSON columns encoded by the codec; ``index`` is
     ``record.index``, checked by ``record_rows``, and ``raw`` its raw form's JSON text."""
-    dumps = codec.dumps
-    # Most records keep their raw form as parsed: encode and check that JSON once.
-    parsed = (
-        raw
-        if codec.encodes_like(record.parsed, record.raw, raw)
-        else dumps(record.parsed, what="parsed", record=index)
-    )
+    parsed = _parsed_text(record.parsed, record.raw, raw, index)
     errors = (
-        dumps([e.to_json_dict() for e in record.errors], what="errors", record=index)
+        codec.dumps([e.to_json_dict() for e in record.errors], what="errors", record=index)
         if record.errors
         else "[]"
     )
@@ -94,6 +88,14 @@ def record_rows(job_id: str, batch_id: str, records: Iterable[ProcessedRecord]) 
     ]
 
 
+def _parsed_text(parsed: Any, raw: Any, raw_text: str, index: int) -> str:
+    """A record's parsed form as JSON text, given its raw form and that form's text: most
+    records keep their raw form as parsed, whose JSON is then encoded and checked once."""
+    if codec.encodes_like(parsed, raw, raw_text):
+        return raw_text
+    return codec.dumps(parsed, what="parsed", record=index)
+
+
 def _check_unique(indexes: list[int]) -> None:
     if len(set(indexes)) != len(indexes):
         seen: set[int] = set()
@@ -120,18 +122,7 @@ def processed_rows(job_id: str, batch_id: str, processed: Iterable[Processed]) -
     texts = codec.dumps_each([raw for _, raw, _ in processed], what="raw", records=indexes)
     done = RecordStatus.PROCESSED.value
     return [
-        (
-            job_id,
-            batch_id,
-            index,
-            done,
-            text,
-            text
-            if codec.encodes_like(parsed, raw, text)
-            else codec.dumps(parsed, what="parsed", record=index),
-            "[]",
-            None,
-        )
+        (job_id, batch_id, index, done, text, _parsed_text(parsed, raw, text, index), "[]", None)
         for (index, raw, parsed), text in zip(processed, texts, strict=True)
     ]
 
@@ -146,9 +137,10 @@ def _processed_item(k: int, item: object) -> Processed:
     index, raw, parsed = item
     if not isinstance(raw, dict) or not isinstance(parsed, dict):
         raise InvalidInputError(f"record {index}: raw and parsed forms must be dicts")
-    if type(raw) is not dict:
-        raw, parsed = dict(raw), (dict(raw) if parsed is raw else parsed)
-    return index, raw, parsed if type(parsed) is dict else dict(parsed)
+    plain_raw = raw if type(raw) is dict else dict(raw)
+    if parsed is raw:  # one copy serves both, so parsed-is-raw is still seen by identity
+        return index, plain_raw, plain_raw
+    return index, plain_raw, parsed if type(parsed) is dict else dict(parsed)
 
 
 def pending_rows(

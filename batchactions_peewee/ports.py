@@ -352,13 +352,16 @@ class InMemoryStateStore:
             self._put_records(rows)
 
     def _select(self, job_id: str, keep: Callable[[RecordRow], bool]) -> list[ProcessedRecord]:
+        return [record_from_row(r[2:]) for r in self._rows(job_id, keep)]
+
+    def _rows(self, job_id: str, keep: Callable[[RecordRow], bool]) -> list[RecordRow]:
+        """The job's record rows that ``keep`` keeps, by record index."""
         check_id(job_id, "job id")
         with self._lock:
-            rows = sorted(
+            return sorted(
                 (r for r in self._records.values() if r[0] == job_id and keep(r)),
                 key=lambda r: r[2],
             )
-        return [record_from_row(r[2:]) for r in rows]
 
     def get_failed_records(self, job_id: str) -> list[ProcessedRecord]:
         return self._select(job_id, lambda r: r[3] in FAILED_RECORD_STATUSES)
@@ -587,14 +590,8 @@ class InMemoryStateStore:
 
     def get_batch_raw(self, job_id: str, batch_id: str) -> list[tuple[int, dict[str, Any]]]:
         """``get_batch_records`` as (index, raw) pairs (see ``RawRecordsReader``)."""
-        check_id(job_id, "job id")
         check_id(batch_id, "batch id")
-        with self._lock:
-            rows = sorted(
-                (r for r in self._records.values() if r[0] == job_id and r[1] == batch_id),
-                key=lambda r: r[2],
-            )
-        return [raw_from_row(r[2], r[4]) for r in rows]
+        return [raw_from_row(r[2], r[4]) for r in self._rows(job_id, lambda r: r[1] == batch_id)]
 
     def get_distributed_status(self, job_id: str) -> DistributedJobStatus:
         check_id(job_id, "job id")
