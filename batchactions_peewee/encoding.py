@@ -79,6 +79,11 @@ def record_rows(job_id: str, batch_id: str, records: Iterable[ProcessedRecord]) 
     check_id(job_id, "job id")
     check_id(batch_id, "batch id")
     records = list(records)
+    if len(records) == 1:  # save_processed_record's write: no repeats to look for
+        (record,) = records
+        index = check_count(record.index, "record index")
+        raw = codec.dumps(record.raw, what="raw", record=index)
+        return [_record_row(job_id, batch_id, record, index, raw)]
     indexes = [check_count(record.index, "record index") for record in records]
     _check_unique(indexes)
     raws = codec.dumps_each([record.raw for record in records], what="raw", records=indexes)

@@ -137,6 +137,13 @@ def test_one_record_saved_twice_reads_back_as_the_last(
     assert everything == [second]
 
 
+@given(recs=record_lists())
+def test_one_record_makes_the_row_a_bulk_write_makes_of_it(recs: list[ProcessedRecord]) -> None:
+    # record_rows takes a shorter way for one record (save_processed_record's write).
+    bulk = record_rows("j", "b", recs)
+    assert [row for r in recs for row in record_rows("j", "b", [r])] == bulk
+
+
 @given(first=st.integers(0, 2**31 - 10), dicts=st.lists(json_objects, max_size=5))
 def test_pending_rows_are_the_rows_of_the_same_pending_records(
     first: int, dicts: list[dict[str, Any]]
