@@ -13,7 +13,6 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from functools import partial
 from itertools import chain
 from operator import itemgetter
 from typing import Any, TypeVar, cast
@@ -684,10 +683,8 @@ class PeeweeStateStore:
 
     def save_processed_record(self, job_id: str, batch_id: str, record: ProcessedRecord) -> None:
         """Insert or replace one record (keyed by job and record index) in ONE statement."""
-        (row,) = record_rows(job_id, batch_id, [record])
-        # One row is one statement: straight to the driver, without _upsert_records' chunking.
-        execute = partial(self._r.database.execute_sql, self._upsert_sql(1), row)
-        self._retrying(execute, transaction=False)
+        rows = record_rows(job_id, batch_id, [record])
+        self._retrying(lambda: self._upsert_records(rows), transaction=False)
 
     def get_failed_records(self, job_id: str) -> list[ProcessedRecord]:
         """Records with status failed or invalid, by record index."""

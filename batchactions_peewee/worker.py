@@ -428,10 +428,10 @@ class _Leases:
     keeps it for the whole job: starting and joining a thread per batch cost a twentieth of
     a worker's time). A renewal that raises (say, the database is briefly unreachable) is
     logged and tried again next interval; one that is refused (the batch was reclaimed)
-    sets the reservation's ``lost``. Should the thread die
-    (a renewal raised a BaseException), what it held counts as lost and the next ``hold``
-    starts a new thread. A renewal may still be in flight when its batch is released or
-    completed: it is fenced by the reservation's version, so it then changes nothing.
+    sets the reservation's ``lost``. Should the thread die (a renewal raised a
+    BaseException), what it held counts as lost and the next ``hold`` starts a new thread.
+    A renewal may still be in flight when its batch is released or completed: it is fenced
+    by the reservation's version, so it then changes nothing.
     """
 
     def __init__(self, name: str) -> None:
