@@ -1,15 +1,17 @@
-"""Where one worker's time goes: Worker.run over a prepared SQLite job, under pyinstrument.
+"""Where one worker's time goes: Worker.run over a prepared SQLite job, against RawPipeline.
 
-    /work/venv/bin/python benchmarks/profile_worker.py [--records N] [--rounds R] [--out FILE]
+    /work/venv/bin/python benchmarks/profile_worker.py [--records N] [--rounds R]
+        [--profile [DIR]]
 
 One process, no-op processor, the end-to-end row's records and batch size (500), a file
-database with WAL and synchronous=NORMAL as in bench.py. It first measures the work rate
-without the profiler, side by side with bench.py's RawPipeline (the raw driver doing the
-same work, on a second file) in one process: ``R`` rounds, the sides alternating, each on a
-freshly prepared job; it prints each side's median and the median ratio. Then it runs one
-more job under pyinstrument (a dev tool, not a dependency) and writes the call tree to FILE
-(default: stdout). A single worker shows the CPU each record costs, without the write lock
-that the end-to-end row's four processes share.
+database with WAL and synchronous=NORMAL as in bench.py. It measures the work rate side by
+side with RawPipeline (raw.py: the raw driver doing the same work, on a second file) in one
+process: ``R`` rounds, the sides alternating, each on a freshly prepared job; it prints each
+side's median and the median ratio. With ``--profile`` it then runs one more job under
+pyinstrument (a dev tool, not a dependency) and writes the call tree to
+DIR/sqlite-worker-run.txt (default DIR: benchmarks/profiles/, which git ignores). A single
+worker shows the CPU each record costs, without the write lock that the end-to-end row's
+processes share.
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ import peewee as pw
 from batchactions_peewee import PeeweeStateStore, ProcessingContext, Worker, prepare_job
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import RawPipeline, Target
+from common import Target
+from raw import RawPipeline
+
+PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 
 
 def source(n: int) -> Any:
@@ -49,7 +54,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--profile",
+        nargs="?",
+        const=PROFILE_DIR,
+        metavar="DIR",
+        type=Path,
+        help="also profile one more job with pyinstrument and write the report into DIR "
+        "(default benchmarks/profiles/); off unless given",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         db = pw.SqliteDatabase(
@@ -64,8 +77,10 @@ def main() -> None:
         pipeline = RawPipeline(raw, "r_")
         n = args.records
 
-        pyinstrument: Any = importlib.import_module("pyinstrument")
-        profiler = pyinstrument.Profiler(interval=0.0005)
+        profiler: Any = None
+        if args.profile is not None:
+            pyinstrument: Any = importlib.import_module("pyinstrument")
+            profiler = pyinstrument.Profiler(interval=0.0005)
 
         def one_job(profiled: bool) -> float:
             job = prepare_job(store, source(n), batch_size=500)
@@ -101,7 +116,8 @@ def main() -> None:
             lib_rates.append(n / lib_s)
             raw_rates.append(n / raw_s)
             ratios.append(raw_s / lib_s)
-        one_job(profiled=True)
+        if profiler is not None:
+            one_job(profiled=True)
         raw.close()
         db.close()
     rate = statistics.median(lib_rates)
@@ -109,17 +125,18 @@ def main() -> None:
         f"{rate:,.0f} records/s; raw pipeline {statistics.median(raw_rates):,.0f} records/s; "
         f"ratio {statistics.median(ratios):.2f}x (median of {args.rounds} rounds)"
     )
+    if profiler is None:
+        print(summary)
+        return
     head = (
         f"# Worker.run, one process, SQLite, {n:,} records, batches of 500, no-op processor\n"
         f"# (benchmarks/profile_worker.py), without the profiler: {summary}\n"
         "# The profile covers Worker.run of one more job (its prepare_job is not sampled).\n\n"
     )
-    report = head + profiler.output_text(time="percent_of_total")
-    if args.out:
-        args.out.write_text(report)
-        print(f"{summary}; profile written to {args.out}", file=sys.stderr)
-    else:
-        print(report)
+    args.profile.mkdir(parents=True, exist_ok=True)
+    path = args.profile / "sqlite-worker-run.txt"
+    path.write_text(head + profiler.output_text(time="percent_of_total"))
+    print(f"{summary}; profile written to {path}")
 
 
 if __name__ == "__main__":

@@ -12,11 +12,8 @@ Prepares a job of ``--records`` small records (default on a temporary SQLite fil
 Tables get a fresh prefix and are dropped at the end, so any database URL may be used, e.g.
 ``mysql://root@127.0.0.1:3306/test`` or ``postgresql://postgres@127.0.0.1:5432/postgres``.
 
-Measured at ba200e7 (2-core machine; 100,000 records, batch size 500, 4 worker processes,
-no-op processor; processing / wall records/s):
-  SQLite (WAL)   68,306 / 50,821
-  MariaDB 10.11  29,070 / 24,373
-(At 636ff08, before the read-path and statement fixes: SQLite 13,613, MariaDB 14,273.)
+It has no raw baseline; the benchmark's end-to-end row (bench.py) is the one compared with
+the raw driver, and its numbers are in RESULTS.md.
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ def run_smoke(kind: str) -> str:
         check=False,
     )
     assert result.returncode == 0, f"bench.py failed:\n{result.stdout}\n{result.stderr}"
+    assert "profile written" not in result.stderr, "profiling is off unless --profile is given"
     return result.stdout
 
 
@@ -88,3 +89,22 @@ def test_smoke_run_refuses_an_unknown_backend() -> None:
     )
     assert result.returncode == 2
     assert "unknown oracle" in result.stderr
+
+
+def test_profile_flag_is_off_by_default_and_defaults_to_benchmarks_profiles() -> None:
+    """--profile DIR as before; --profile alone writes to benchmarks/profiles/ (git-ignored)."""
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import bench; "
+        "print(bench.parse_args([]).profile); "
+        "print(bench.parse_args(['--profile']).profile); "
+        "print(bench.parse_args(['--profile', 'somewhere']).profile)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(BENCH.parent)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["None", str(BENCH.parent / "profiles"), "somewhere"]
