@@ -1,6 +1,40 @@
-"""batchactions-peewee: batch-job state in any Peewee database, shared by many workers."""
+"""batchactions-peewee: batch jobs kept in any Peewee database, shared by many workers.
 
-from .domain import (
+Split a large source (a CSV file, a query, any iterable of dicts) into batches stored in
+your own SQLite, MySQL/MariaDB or PostgreSQL database, then let any number of worker
+processes, on one machine or many, claim batches atomically, renew their leases, take over
+the batches of workers that died, and finish the job exactly once.
+
+Where to start::
+
+    store = PeeweeStateStore(database)   # any peewee Database; tables of its own
+    store.create_tables()
+    job = prepare_job(store, records, batch_size=500)
+    Worker(store, processor).run(job.job_id)   # in as many processes as you like
+
+The command line (``batchactions-peewee --help``) does the same for CSV and JSON Lines
+files. Every name of the public contract is importable from this package; the errors are
+in :mod:`batchactions_peewee.errors`.
+"""
+
+from .engine import (
+    BatchClaimed,
+    BatchCompleted,
+    BatchFailed,
+    BatchResult,
+    JobCompleted,
+    LeaseLost,
+    PrepareResult,
+    ProcessingContext,
+    RecordFailed,
+    Worker,
+    WorkerEvent,
+    WorkerSummary,
+    prepare_job,
+)
+from .errors import BatchActionsError
+from .memory import InMemoryStateStore
+from .model import (
     Batch,
     BatchReservation,
     BatchState,
@@ -16,29 +50,8 @@ from .domain import (
     RecordStatus,
     ValidationError,
 )
-from .errors import BatchActionsError
-from .ports import (
-    DistributedStateStore,
-    InMemoryStateStore,
-    StateStore,
-    is_distributed_state_store,
-)
+from .ports import DistributedStateStore, StateStore, is_distributed_state_store
 from .store import PeeweeStateStore
-from .worker import (
-    BatchClaimed,
-    BatchCompleted,
-    BatchFailed,
-    BatchResult,
-    JobCompleted,
-    LeaseLost,
-    PrepareResult,
-    ProcessingContext,
-    RecordFailed,
-    Worker,
-    WorkerEvent,
-    WorkerSummary,
-    prepare_job,
-)
 
 __version__ = "0.1.0"
 

@@ -39,24 +39,20 @@ import pydantic
 from playhouse import db_url
 
 from . import __version__
-from .codec import check_id
-from .dialects import dialect_for
-from .domain import (
-    FAILED_RECORD_STATUSES,
+from .checks import check_id, check_table_prefix
+from .engine import ProcessingContext, Worker, prepare_job
+from .engine.sources import FORMATS, detect_format, open_source, with_source_errors
+from .engine.validation import check_schema
+from .errors import BatchActionsError, InvalidInputError, JobExistsError
+from .model import (
     JobProgress,
     JobState,
     JobStatus,
     ProcessedRecord,
     RecordStatus,
 )
-from .encoding import record_from_row
-from .errors import BatchActionsError, InvalidInputError, JobExistsError
-from .migrate import history_table, migrate, migration_status
-from .sources import FORMATS, detect_format, open_source, with_source_errors
 from .store import PeeweeStateStore
-from .tables import build_tables, check_table_prefix
-from .validation import check_schema
-from .worker import ProcessingContext, Worker, prepare_job
+from .store.schema import OFFLINE_DIALECTS, ddl_statements, history_table, migrate, migration_status
 
 PROG = "batchactions-peewee"
 URL_ENV = "BATCHACTIONS_DATABASE_URL"
@@ -263,34 +259,17 @@ def _job(store: PeeweeStateStore, job_id: str, url: str) -> JobState:
     return job
 
 
-def record_counts(store: PeeweeStateStore, job_id: str) -> dict[str, int]:
-    """The job's records by status (processed, invalid, failed, pending, valid)."""
-    R = store.tables.records
-    query: Any = (
-        R.select(R.status, pw.fn.COUNT(R.id)).where(R.job_id == job_id).group_by(R.status).tuples()
-    )
-    return {str(status): int(n) for status, n in query}
-
-
 def failed_records(
     store: PeeweeStateStore, job_id: str, page: int = 500
 ) -> Iterator[ProcessedRecord]:
     """The job's failed and invalid records by index, read a page at a time."""
-    R = store.tables.records
     after = -1
     while True:
-        query: Any = (
-            R.select(R.record_index, R.status, R.raw, R.parsed, R.errors, R.processing_error)
-            .where(R.job_id == job_id, R.status.in_(FAILED_RECORD_STATUSES), R.record_index > after)
-            .order_by(R.record_index)
-            .limit(page)
-            .tuples()
-        )
-        rows = list(query)
-        yield from (record_from_row(row) for row in rows)
-        if len(rows) < page:
+        records = store.get_failed_records_page(job_id, after_index=after, limit=page)
+        yield from records
+        if len(records) < page:
             return
-        after = int(rows[-1][0])
+        after = records[-1].index
 
 
 # -- output ----------------------------------------------------------------------------------
@@ -544,51 +523,6 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-class _OfflineMySQL(pw.MySQLDatabase):
-    """A MySQL database that never connects: renders DDL for a given server version."""
-
-    def __init__(self, server_version: tuple[int, ...]) -> None:
-        super().__init__(None)
-        self.server_version = server_version
-
-    def connect(self, reuse_if_open: bool = False) -> bool:
-        return False
-
-
-_SQL_TARGETS: dict[str, tuple[Callable[[], pw.Database], list[str]]] = {
-    "sqlite": (lambda: pw.SqliteDatabase(None), ["SQLite."]),
-    "mysql": (
-        lambda: _OfflineMySQL((8, 0, 17)),
-        [
-            "MySQL >= 8.0.17: utf8mb4 with the binary NO PAD collation utf8mb4_0900_bin,",
-            "so ids compare exactly. MariaDB >= 10.2: use --dialect mariadb (utf8mb4_nopad_bin).",
-            "On older servers create_tables() falls back to utf8mb4_bin.",
-        ],
-    ),
-    "mariadb": (
-        lambda: _OfflineMySQL((10, 2)),
-        [
-            "MariaDB >= 10.2: utf8mb4 with the binary NO PAD collation utf8mb4_nopad_bin,",
-            "so ids compare exactly. MySQL >= 8.0.17: use --dialect mysql (utf8mb4_0900_bin).",
-        ],
-    ),
-    "postgres": (lambda: pw.PostgresqlDatabase(None), ["PostgreSQL."]),
-}
-
-
-def ddl_statements(dialect: str, prefix: str) -> list[str]:
-    """The CREATE TABLE and CREATE INDEX statements ``create_tables()`` runs on ``dialect``,
-    rendered without a server."""
-    database = _SQL_TARGETS[dialect][0]()
-    tables = build_tables(database, prefix, table_settings=dialect_for(database).table_settings())
-    statements = []
-    for model in tables.all:
-        schema: Any = getattr(model, "_schema")  # noqa: B009 - private in the stubs
-        queries = [schema._create_table(safe=False), *schema._create_indexes(safe=False)]
-        statements += [query.query()[0] for query in queries]
-    return statements
-
-
 def cmd_sql(args: argparse.Namespace) -> int:
     """Print the DDL of the tables for one dialect."""
     prefix = _prefix(args)
@@ -598,7 +532,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
         return 0
     print(f"-- {PROG} {__version__}: the tables with prefix {prefix!r}, as create_tables()")
     print("-- creates them on")
-    for line in _SQL_TARGETS[args.dialect][1]:
+    for line in OFFLINE_DIALECTS[args.dialect][1]:
         print(f"-- {line}")
     for statement in statements:
         print(f"{statement};")
@@ -753,7 +687,7 @@ def _run_report(
     store: PeeweeStateStore, job_id: str, outcomes: list[WorkerOutcome], elapsed_ms: int
 ) -> dict[str, Any]:
     job = store.get_job_state(job_id)
-    counts = record_counts(store, job_id)
+    counts = store.record_counts(job_id)
     done = sum(o.summary["processed"] + o.summary["failed"] for o in outcomes if o.summary)
     return {
         "jobId": job_id,
@@ -869,7 +803,7 @@ def _status_report(store: PeeweeStateStore, job: JobState, lease_timeout_ms: int
         "progress": progress.model_copy(update={"estimated_remaining_ms": remaining}).model_dump(
             by_alias=True
         ),
-        "records": record_counts(store, job.id),
+        "records": store.record_counts(job.id),
         "batches": dict(Counter(b.status.value for b in job.batches)),
         "leases": leases,
     }
@@ -1231,7 +1165,7 @@ def build_parser() -> argparse.ArgumentParser:
     _json_option(sub)
 
     sub = command("sql", cmd_sql, "print the tables' DDL for a dialect (no server needed)")
-    sub.add_argument("--dialect", choices=sorted(_SQL_TARGETS), required=True)
+    sub.add_argument("--dialect", choices=sorted(OFFLINE_DIALECTS), required=True)
     _json_option(sub)
 
     sub = command("migrate", cmd_migrate, "apply the pending migrations")

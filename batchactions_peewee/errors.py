@@ -7,6 +7,8 @@ before anything is written.
 
 from __future__ import annotations
 
+import peewee as pw
+
 
 class BatchActionsError(Exception):
     """Base class of every error raised by batchactions-peewee."""
@@ -44,13 +46,18 @@ class JobExistsError(BatchActionsError):
     """A job with this id already exists."""
 
 
-class InvalidTransitionError(BatchActionsError):
-    """A job status change that the lifecycle does not allow."""
-
-
 class SchemaMismatchError(BatchActionsError):
     """A table with one of our names exists but does not have our columns."""
 
 
-class StorageError(BatchActionsError):
-    """The database failed in a way that retrying did not fix."""
+class StoreUnavailable(BatchActionsError, pw.OperationalError):
+    """The database failed in a way that trying again later may cure: unreachable, gone,
+    or still locked after the store's own bounded retries. ``__cause__`` is the driver's
+    error; it is a ``peewee.OperationalError`` too, so code that caught the driver's error
+    still catches it. Errors of a statement itself (a constraint, a syntax error, bad data)
+    are raised as the driver raised them."""
+
+
+class SourceError(BatchActionsError):
+    """An input file cannot be read at all: missing, unreadable, or a CSV file without a
+    header."""

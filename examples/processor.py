@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from batchactions_peewee.worker import ProcessingContext
+from batchactions_peewee import ProcessingContext
 
 DISPOSABLE_DOMAINS = frozenset({"mailinator.com", "trashmail.com", "10minutemail.com"})
 CRM_LATENCY_S = 0.001  # one round trip to the CRM

@@ -128,7 +128,7 @@ def hammer(
                         )
                     ],
                 )
-                store.release(r)
+                store._release_reservation(r)
             store.reclaim_stale_batches(job_id, 3_600_000)
             store.get_progress(job_id)
             store.get_distributed_status(job_id)

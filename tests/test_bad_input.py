@@ -91,7 +91,7 @@ def test_bulk_pending_records_refuse_the_same_values(store: Store, name: str) ->
     store.save_job_state(j)
     before = snapshot(store, j.id)
     with pytest.raises(InvalidValueError):
-        store.save_pending_records(j.id, j.batches[0].id, 0, [{"ok": 1}, {"v": BAD_VALUES[name]}])
+        store._save_pending_records(j.id, j.batches[0].id, 0, [{"ok": 1}, {"v": BAD_VALUES[name]}])
     assert snapshot(store, j.id) == before
 
 
@@ -109,7 +109,7 @@ def test_a_duplicate_index_is_reported_before_the_values_are_looked_at(store: St
 def test_bulk_pending_records_take_any_iterable(store: Store) -> None:
     j = job(batches=1)
     store.save_job_state(j)
-    store.save_pending_records(j.id, j.batches[0].id, 0, ({"n": i} for i in range(3)))
+    store._save_pending_records(j.id, j.batches[0].id, 0, ({"n": i} for i in range(3)))
     assert [r.raw for r in store.get_pending_records(j.id)] == [{"n": i} for i in range(3)]
 
 
@@ -119,17 +119,17 @@ def test_bulk_pending_records_refuse_bad_ids_indexes_and_non_dicts(store: Store)
     before = snapshot(store, j.id)
     batch_id = j.batches[0].id
     with pytest.raises(InvalidIdentifierError):
-        store.save_pending_records("", batch_id, 0, [{}])
+        store._save_pending_records("", batch_id, 0, [{}])
     with pytest.raises(InvalidIdentifierError):
-        store.save_pending_records(j.id, "x" * 37, 0, [{}])
+        store._save_pending_records(j.id, "x" * 37, 0, [{}])
     with pytest.raises(InvalidValueError):
-        store.save_pending_records(j.id, batch_id, -1, [{}])
+        store._save_pending_records(j.id, batch_id, -1, [{}])
     with pytest.raises(InvalidValueError):  # the last index would not fit its column
-        store.save_pending_records(j.id, batch_id, 2**31 - 2, [{}, {}, {}])
+        store._save_pending_records(j.id, batch_id, 2**31 - 2, [{}, {}, {}])
     with pytest.raises(InvalidInputError):
-        store.save_pending_records(j.id, batch_id, 0, [{}, ["not", "a", "dict"]])  # type: ignore[list-item]
+        store._save_pending_records(j.id, batch_id, 0, [{}, ["not", "a", "dict"]])  # type: ignore[list-item]
     assert snapshot(store, j.id) == before
-    store.save_pending_records(j.id, batch_id, 2**31 - 2, [{}, {}])  # the last one fits
+    store._save_pending_records(j.id, batch_id, 2**31 - 2, [{}, {}])  # the last one fits
     assert [r.index for r in store.get_pending_records(j.id)] == [2**31 - 2, 2**31 - 1]
 
 
@@ -329,7 +329,7 @@ def test_the_largest_32_bit_index_fits(store: Store) -> None:
 
 
 def test_a_processing_error_over_the_text_column_is_refused(store: Store) -> None:
-    from batchactions_peewee.codec import MAX_TEXT_BYTES
+    from batchactions_peewee.checks import MAX_TEXT_BYTES
 
     j = job(batches=1)
     store.save_job_state(j)
@@ -349,7 +349,7 @@ def test_timestamps_over_bigint_are_refused(store: Store) -> None:
 
 
 def test_our_own_messages_are_made_storable() -> None:
-    from batchactions_peewee.codec import MAX_TEXT_BYTES, check_text, storable_text
+    from batchactions_peewee.checks import MAX_TEXT_BYTES, check_text, storable_text
 
     text = storable_text("a\x00b\ud800" + "é" * MAX_TEXT_BYTES)
     assert check_text(text, "message") == text

@@ -272,7 +272,10 @@ def test_get_job_state_reads_live_batch_state(store: Store) -> None:
 def test_claims_and_completions_leave_the_job_rows_batch_list_untouched(
     peewee_store: PeeweeStateStore,
 ) -> None:
-    store = peewee_store
+    now = [1_000]  # the store's clock, moved by hand: the reclaim below is certain
+    store = PeeweeStateStore(
+        peewee_store.database, table_prefix=peewee_store.table_prefix, clock=lambda: now[0]
+    )
     job = distributed_job(4)
     store.save_job_state(job)
     J = store.tables.jobs
@@ -286,9 +289,10 @@ def test_claims_and_completions_leave_the_job_rows_batch_list_untouched(
     assert first is not None and second is not None
     assert store.heartbeat(first)
     assert store.complete_batch(second, processed_count=1, failed_count=0)
-    assert store.release(first)
+    assert store._release_reservation(first)
     assert store.claim_batch(job.id, "w3").claimed
-    assert store.reclaim_stale_batches(job.id, 0) in (0, 1)
+    now[0] += 10  # past w3's claim: its batch is the one stale batch
+    assert store.reclaim_stale_batches(job.id, 0) == 1
     assert batch_list() == before, "the job row was rewritten by a per-batch operation"
 
 
@@ -393,7 +397,7 @@ def test_a_slow_worker_whose_batch_was_reclaimed_cannot_overwrite_the_new_owner(
                     for i in (0, 1)
                 ],
             )
-            assert not store.release(slow)
+            assert not store._release_reservation(slow)
             store.release_batch(job.id, slow.batch_id, "slow")  # not the holder: no effect
 
         slow_writes_fail()  # while the new owner works
@@ -454,11 +458,11 @@ def test_conditional_updates_report_truthfully_with_a_frozen_clock(
         r = store.claim_batch(job.id, "w").reservation
         assert r is not None
         assert [store.heartbeat(r) for _ in range(3)] == [True, True, True]
-        assert store.release(r)
+        assert store._release_reservation(r)
         again = store.claim_batch(job.id, "w").reservation  # same worker, same millisecond
         assert again is not None and again.batch_id == r.batch_id
         assert store.heartbeat(again) and store.heartbeat(again)
-        assert not store.heartbeat(r) and not store.release(r)
+        assert not store.heartbeat(r) and not store._release_reservation(r)
         assert store.reclaim_stale_batches(job.id, 0) == 0
         clock.advance(1)
         # Renewed three times in the same millisecond, the lease runs ahead of the clock.

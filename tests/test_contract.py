@@ -138,9 +138,9 @@ def test_get_batch_raw_reads_what_get_batch_records_reads(store: Store, count: i
     store.save_batch_records(j.id, batch_id, list(reversed(varied_records(count, 1))))
     store.save_batch_records(j.id, j.batches[1].id, [record(10_000)])  # another batch
     expected = [(r.index, r.raw) for r in store.get_batch_records(j.id, batch_id)]
-    assert store.get_batch_raw(j.id, batch_id) == expected
+    assert store._get_batch_raw(j.id, batch_id) == expected
     assert [index for index, _ in expected] == [i * 7 for i in range(count)]
-    assert store.get_batch_raw(j.id, "no-such-batch") == []
+    assert store._get_batch_raw(j.id, "no-such-batch") == []
 
 
 def test_get_batch_raw_refuses_a_raw_form_that_get_batch_records_refuses(
@@ -156,7 +156,7 @@ def test_get_batch_raw_refuses_a_raw_form_that_get_batch_records_refuses(
     with pytest.raises(pydantic.ValidationError) as by_records:
         peewee_store.get_batch_records(j.id, batch_id)
     with pytest.raises(pydantic.ValidationError) as by_raw:
-        peewee_store.get_batch_raw(j.id, batch_id)
+        peewee_store._get_batch_raw(j.id, batch_id)
     assert by_raw.value.errors()[0]["loc"] == by_records.value.errors()[0]["loc"] == ("raw",)
 
 

@@ -17,7 +17,7 @@ from batchactions_peewee import (
     ProcessedRecord,
     RecordStatus,
 )
-from batchactions_peewee.domain import trusted_record
+from batchactions_peewee.model import trusted_record
 
 
 def test_models_dump_the_typescript_json_shape() -> None:

@@ -14,7 +14,8 @@ import peewee as pw
 import pytest
 
 from batchactions_peewee import BatchStatus, JobStatus, PeeweeStateStore
-from batchactions_peewee.dialects import Dialect
+from batchactions_peewee.errors import StoreUnavailable
+from batchactions_peewee.store.dialects import Dialect
 
 from .factories import job, record
 
@@ -54,7 +55,7 @@ def test_a_claim_that_committed_unseen_is_not_made_twice(
     peewee_store.save_job_state(j)
     peewee_store.force_cas_claim = False
     left = lose_connection_after_commits(monkeypatch, peewee_store, 1)
-    if peewee_store.dialect.name != "sqlite" and not peewee_store._r.skip_locked():
+    if peewee_store.dialect.name != "sqlite" and not peewee_store._parts.coordination.skip_locked():
         pytest.skip("this server claims without a transaction")
     result = peewee_store.claim_batch(j.id, "w1")
     assert left == [0]
@@ -110,10 +111,11 @@ def test_idempotent_writes_are_simply_re_run(
 def test_retries_are_bounded(
     peewee_store: PeeweeStateStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("batchactions_peewee.store.backoff_delay", lambda attempt: 0.0)
+    monkeypatch.setattr("batchactions_peewee.store.session.backoff_delay", lambda attempt: 0.0)
     lose_connection_after_commits(monkeypatch, peewee_store, 1000)
-    with pytest.raises(LostAfterCommit):
+    with pytest.raises(StoreUnavailable) as raised:
         peewee_store.save_job_state(job())
+    assert isinstance(raised.value.__cause__, LostAfterCommit)
 
 
 def _session_id(database: pw.Database, kind: str) -> int:

@@ -14,7 +14,7 @@ import pytest
 
 from batchactions_peewee import PeeweeStateStore
 from batchactions_peewee.errors import InvalidTablePrefixError
-from batchactions_peewee.migrate import (
+from batchactions_peewee.store.schema import (
     MIGRATIONS_DIR,
     history_table,
     migrate,
@@ -258,7 +258,7 @@ def test_the_migration_scripts_ship_inside_the_installed_package(tmp_path: Path)
         build_py.run()
     finally:
         os.chdir(cwd)
-    built = tmp_path / "lib" / "batchactions_peewee" / "migrations"
+    built = tmp_path / "lib" / MIGRATIONS_DIR.relative_to(REPO)
     scripts = sorted(p.name for p in MIGRATIONS_DIR.glob("[0-9]*.py"))
     assert scripts[0] == "0001_initial.py"
     assert sorted(p.name for p in built.glob("[0-9]*.py")) == scripts

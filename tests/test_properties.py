@@ -17,7 +17,7 @@ from batchactions_peewee import (
     RecordStatus,
     ValidationError,
 )
-from batchactions_peewee.encoding import pending_rows, record_rows
+from batchactions_peewee.rows import pending_rows, record_rows
 
 from .factories import uid
 
@@ -160,7 +160,7 @@ def test_pending_records_survive_a_bulk_save_and_get(
     store: Store, dicts: list[dict[str, Any]]
 ) -> None:
     job_id, batch_id = uid("job-"), uid("b-")
-    store.save_pending_records(job_id, batch_id, 7, dicts)
+    store._save_pending_records(job_id, batch_id, 7, dicts)
     assert store.get_batch_records(job_id, batch_id) == [
         ProcessedRecord(index=7 + k, raw=d, parsed=d, status=RecordStatus.PENDING)
         for k, d in enumerate(dicts)

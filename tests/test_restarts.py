@@ -39,6 +39,7 @@ from batchactions_peewee import (
     Worker,
     prepare_job,
 )
+from batchactions_peewee.store.session import as_store_error
 
 from .backends import open_database
 from .conftest import SERVER_KINDS, make_store
@@ -181,11 +182,14 @@ class FlakyStore(InMemoryStateStore):
         self.fail_after: dict[str, int] = {}
         self.raised = 0
 
+    def _worker_io(self) -> FlakyStore:
+        return self  # its faulty bulk forms stand in for its faulty port methods
+
     def _fault(self, table: dict[str, int], name: str) -> None:
         if table.get(name, 0) > 0:
             table[name] -= 1
             self.raised += 1
-            raise self.error()
+            raise as_store_error(self.error())  # as PeeweeStateStore's session raises it
 
     def claim_batch(self, job_id: str, worker_id: str) -> ClaimBatchResult:
         self._fault(self.fail_before, "claim_batch")
@@ -195,9 +199,9 @@ class FlakyStore(InMemoryStateStore):
         self._fault(self.fail_before, "get_batch_records")
         return super().get_batch_records(job_id, batch_id)
 
-    def get_batch_raw(self, job_id: str, batch_id: str) -> list[tuple[int, dict[str, Any]]]:
+    def _get_batch_raw(self, job_id: str, batch_id: str) -> list[tuple[int, dict[str, Any]]]:
         self._fault(self.fail_before, "get_batch_raw")  # the worker's read
-        return super().get_batch_raw(job_id, batch_id)
+        return super()._get_batch_raw(job_id, batch_id)
 
     def complete_batch(
         self,
@@ -218,7 +222,7 @@ class FlakyStore(InMemoryStateStore):
             )
         )
 
-    def complete_batch_processed(
+    def _complete_batch_processed(
         self,
         reservation: BatchReservation,
         *,
@@ -230,7 +234,7 @@ class FlakyStore(InMemoryStateStore):
     ) -> bool:
         # The worker's completion: faulted under the same name as complete_batch.
         return self._faulty_completion(
-            lambda: super(FlakyStore, self).complete_batch_processed(
+            lambda: super(FlakyStore, self)._complete_batch_processed(
                 reservation,
                 status=status,
                 processed_count=processed_count,
@@ -294,7 +298,7 @@ class TwoOfThreeClaimsFail(FlakyStore):
         self.claims += 1
         if self.claims % 3:
             self.raised += 1
-            raise self.error()
+            raise as_store_error(self.error())
         return super().claim_batch(job_id, worker_id)
 
 

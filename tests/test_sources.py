@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batchactions_peewee.sources import (
+from batchactions_peewee.engine.sources import (
     SourceError,
     SourceRow,
     detect_format,
@@ -23,7 +23,7 @@ from batchactions_peewee.sources import (
     source_error,
     with_source_errors,
 )
-from batchactions_peewee.validation import CUSTOM_VALIDATION, REQUIRED, validate_record
+from batchactions_peewee.engine.validation import CUSTOM_VALIDATION, REQUIRED, validate_record
 
 
 def csv_rows(data: bytes) -> list[SourceRow]:

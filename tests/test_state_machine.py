@@ -318,7 +318,9 @@ class CoordinationMachine(RuleBasedStateMachine):
         b = self._batch(r)
         if fenced:
             live = self._is_live(r)
-            assert self.store.release(r) is live, f"release of {'live' if live else 'fenced'} {r}"
+            assert self.store._release_reservation(r) is live, (
+                f"release of {'live' if live else 'fenced'} {r}"
+            )
             self._count("live writes" if live else "fenced writes")
         else:
             self.store.release_batch(self.job_id, r.batch_id, r.worker_id)
@@ -390,7 +392,7 @@ class CoordinationMachine(RuleBasedStateMachine):
         self._finalize()  # a second (or later) caller gets False
         for r in (r for b in self.batches for r in b.issued):
             assert not self.store.heartbeat(r)
-            assert not self.store.release(r)
+            assert not self.store._release_reservation(r)
             self._complete(r, [RecordStatus.FAILED] * 3, failed=True)  # asserts False
         self.store_agrees_with_the_model()
 

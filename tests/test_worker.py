@@ -43,24 +43,20 @@ from batchactions_peewee import (
     WorkerEvent,
     prepare_job,
 )
+from batchactions_peewee.engine.io import PortsOnly, worker_io
+from batchactions_peewee.engine.validation import (
+    CUSTOM_VALIDATION,
+    PATTERN_MISMATCH,
+    REQUIRED,
+    TYPE_MISMATCH,
+    validate_record,
+)
 from batchactions_peewee.errors import (
     InvalidIdentifierError,
     InvalidInputError,
     InvalidValueError,
     JobExistsError,
     JobNotFoundError,
-)
-from batchactions_peewee.ports import (
-    PendingRecordsWriter,
-    ProcessedRecordsWriter,
-    RawRecordsReader,
-)
-from batchactions_peewee.validation import (
-    CUSTOM_VALIDATION,
-    PATTERN_MISMATCH,
-    REQUIRED,
-    TYPE_MISMATCH,
-    validate_record,
 )
 
 Store = InMemoryStateStore | PeeweeStateStore
@@ -229,8 +225,9 @@ def test_prepare_rejects_bad_record_and_leaves_no_job(bad: object, error: type[E
     assert store.claim_batch("bad", "w").reason == ClaimFailureReason.JOB_NOT_FOUND
 
 
-#: The bulk paths beyond the ports that prepare_job and Worker use when a store has them.
-BULK_PATHS = ("save_pending_records", "get_batch_raw", "complete_batch_processed")
+#: Our stores offer prepare_job and Worker their bulk forms through this method; a store
+#: without it is worked through its port methods alone.
+BULK_PATHS = ("_worker_io",)
 
 
 class WithoutBulkPath:
@@ -250,7 +247,7 @@ class WithoutBulkPath:
 def test_prepare_writes_the_same_records_with_and_without_the_bulk_path(bulk: bool) -> None:
     inner = InMemoryStateStore()
     store: Any = inner if bulk else WithoutBulkPath(inner)
-    assert isinstance(store, PendingRecordsWriter) is bulk
+    assert (not isinstance(worker_io(store), PortsOnly)) is bulk
     source = [{"n": i, "deep": {"l": [i, None, "é"]}} for i in range(7)]
     result = prepare_job(store, iter(source), batch_size=3, job_id="j")
     assert result.total_batches == 3
@@ -265,7 +262,7 @@ def test_prepare_writes_the_same_records_with_and_without_the_bulk_path(bulk: bo
 def test_workers_write_the_same_records_with_and_without_the_bulk_paths(bulk: bool) -> None:
     inner = InMemoryStateStore()
     store: Any = inner if bulk else WithoutBulkPath(inner)
-    assert isinstance(store, RawRecordsReader) is isinstance(store, ProcessedRecordsWriter) is bulk
+    assert (not isinstance(worker_io(store), PortsOnly)) is bulk
     source = [
         {"name": f"p{i}", "age": "x" if i % 5 == 0 else i, "address": {"zip": "12345"}}
         for i in range(12)
@@ -814,7 +811,7 @@ def test_an_exception_in_on_event_is_logged_and_ignored(caplog: pytest.LogCaptur
     def on_event(event: WorkerEvent) -> None:
         raise RuntimeError(f"listener broke on {type(event).__name__}")
 
-    with caplog.at_level(logging.ERROR, logger="batchactions_peewee.worker"):
+    with caplog.at_level(logging.ERROR, logger="batchactions_peewee.engine.worker"):
         summary = Worker(store, noop, on_event=on_event).run(job.job_id)
     assert (summary.batches, summary.processed, summary.finalized) == (3, 6, True)
     broke = [r for r in caplog.records if r.exc_info and "listener broke" in str(r.exc_info[1])]

@@ -1,6 +1,7 @@
-"""Record validation against a pydantic model class, with SPEC §4's error codes.
+"""Record validation against a pydantic model class, with the error codes of the
+TypeScript core.
 
-A record that fails gets one :class:`~batchactions_peewee.domain.ValidationError` per problem
+A record that fails gets one :class:`~batchactions_peewee.ValidationError` per problem
 pydantic reports: the field path joined with ``.``, pydantic's message, and a code:
 
 - ``REQUIRED``: the field is missing;
@@ -19,9 +20,9 @@ from typing import Any, get_args
 import pydantic
 from pydantic_core.core_schema import ErrorType
 
-from . import codec
-from .domain import ValidationError
-from .errors import InvalidInputError, InvalidValueError
+from .. import checks, codec
+from ..errors import InvalidInputError, InvalidValueError
+from ..model import ValidationError
 
 REQUIRED = "REQUIRED"
 TYPE_MISMATCH = "TYPE_MISMATCH"
@@ -66,7 +67,7 @@ def check_schema(schema: object) -> type[pydantic.BaseModel] | None:
 
 
 def error_code(pydantic_type: str) -> str:
-    """The SPEC code for one pydantic error type."""
+    """Our error code for one pydantic error type."""
     if pydantic_type == "missing":
         return REQUIRED
     if pydantic_type in _FORMAT_ERROR_TYPES or pydantic_type.startswith(_FORMAT_ERROR_PREFIXES):
@@ -78,8 +79,8 @@ def error_code(pydantic_type: str) -> str:
 
 
 def utf8_text(text: str) -> str:
-    """A message of ours made storable (see ``codec.storable_text``)."""
-    return codec.storable_text(text)
+    """A message of ours made storable (see ``checks.storable_text``)."""
+    return checks.storable_text(text)
 
 
 def _storable(value: Any) -> Any:

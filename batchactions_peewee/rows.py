@@ -1,50 +1,41 @@
-"""Domain objects as both stores keep them: rows of JSON text, checked before any write.
-
-``PeeweeStateStore`` and ``InMemoryStateStore`` share these, so both accept and refuse
-exactly the same input and read back exactly the same values.
+"""Records as the tables hold them: rows of JSON text, built and read back the same way by
+both stores, so both accept and refuse exactly the same input and read back exactly the
+same values.
 """
 
 from __future__ import annotations
 
-import enum
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain
 from operator import itemgetter
-from typing import Any, TypeVar
+from typing import Any
 
 from . import codec
-from .codec import check_count, check_id, check_text, check_timestamp, check_worker_id
-from .domain import (
-    FAILED_RECORD_STATUSES,
+from .checks import (
+    check_completion_counts,
+    check_count,
+    check_final_status,
+    check_id,
+    check_job,
+    check_text,
+    check_unique,
+    check_worker_id,
+    status_of,
+)
+from .errors import InvalidInputError
+from .model import (
     Batch,
     BatchReservation,
     BatchStatus,
     JobState,
-    JobStatus,
+    Processed,
     ProcessedRecord,
     RecordStatus,
     trusted_record,
 )
-from .errors import DuplicateRecordError, InvalidInputError, InvalidStatusError
-
-E = TypeVar("E", bound=enum.Enum)
 
 #: A record row: (jobId, batchId, recordIndex, status, raw, parsed, errors, processingError).
 RecordRow = tuple[str, str, int, str, str, str, str, "str | None"]
-#: A record processed without error, as a worker hands it over: (index, raw, parsed).
-Processed = tuple[int, dict[str, Any], dict[str, Any]]
-
-
-def status_of(kind: type[E], value: object) -> E:
-    """``value`` as a member of the status enum ``kind``, or InvalidStatusError."""
-    if type(value) is kind:
-        return value  # a member already (pydantic made it)
-    try:
-        return kind(value)
-    except ValueError:
-        known = ", ".join(str(m.value) for m in kind)
-        raise InvalidStatusError(f"unknown {kind.__name__} {value!r}; known: {known}") from None
 
 
 def _record_row(
@@ -85,7 +76,7 @@ def record_rows(job_id: str, batch_id: str, records: Iterable[ProcessedRecord]) 
         raw = codec.dumps(record.raw, what="raw", record=index)
         return [_record_row(job_id, batch_id, record, index, raw)]
     indexes = [check_count(record.index, "record index") for record in records]
-    _check_unique(indexes)
+    check_unique(indexes)
     raws = codec.dumps_each([record.raw for record in records], what="raw", records=indexes)
     return [
         _record_row(job_id, batch_id, record, index, raw)
@@ -101,15 +92,6 @@ def _parsed_text(parsed: Any, raw: Any, raw_text: str, index: int) -> str:
     return codec.dumps(parsed, what="parsed", record=index)
 
 
-def _check_unique(indexes: list[int]) -> None:
-    if len(set(indexes)) != len(indexes):
-        seen: set[int] = set()
-        for index in indexes:
-            if index in seen:
-                raise DuplicateRecordError(f"record index {index} appears twice in one write")
-            seen.add(index)
-
-
 def processed_rows(job_id: str, batch_id: str, processed: Iterable[Processed]) -> list[RecordRow]:
     """Rows for records processed without error, given as (index, raw, parsed): the rows
     ``record_rows`` would make of ProcessedRecords with status processed and no errors, with
@@ -123,7 +105,7 @@ def processed_rows(job_id: str, batch_id: str, processed: Iterable[Processed]) -
     ):
         processed = [_processed_item(k, item) for k, item in enumerate(processed)]
     indexes = [check_count(index, "record index") for index, _, _ in processed]
-    _check_unique(indexes)
+    check_unique(indexes)
     texts = codec.dumps_each([raw for _, raw, _ in processed], what="raw", records=indexes)
     done = RecordStatus.PROCESSED.value
     return [
@@ -179,7 +161,6 @@ def pending_rows(
 
 
 _RECORD_STATUS_OF_TEXT = {member.value: member for member in RecordStatus}
-_PROCESSED = RecordStatus.PROCESSED.value
 
 
 def record_from_row(row: tuple[Any, ...]) -> ProcessedRecord:
@@ -225,24 +206,9 @@ def batch_json(batch: Batch) -> dict[str, Any]:
     return batch.model_copy(update={"records": []}).to_json_dict()
 
 
-def check_job(job: JobState) -> tuple[str, str]:
-    """Validate a job before it is written; return its (config, batches) JSON text."""
-    check_id(job.id, "job id")
-    status_of(JobStatus, job.status)
-    check_count(job.total_records, "total_records")
-    check_timestamp(job.started_at, "started_at")
-    check_timestamp(job.completed_at, "completed_at")
-    for batch in job.batches:
-        check_id(batch.id, "batch id")
-        check_timestamp(batch.claimed_at, "claimed_at")
-        for count in ("processed_count", "failed_count", "record_start_index", "record_end_index"):
-            value = getattr(batch, count)
-            if value is not None:
-                check_count(value, count)
-        status_of(BatchStatus, batch.status)
-        check_count(batch.index, "batch index")
-        if batch.worker_id is not None:
-            check_worker_id(batch.worker_id)
+def job_texts(job: JobState) -> tuple[str, str]:
+    """Check a job before it is written; return its (config, batches) JSON text."""
+    check_job(job)
     config = codec.dumps(job.config.to_json_dict(), what="job config")
     batches = codec.dumps([batch_json(b) for b in job.batches], what="job batches")
     return config, batches
@@ -259,35 +225,7 @@ def set_batch_in_list(
     return False
 
 
-def check_completion_counts(
-    reservation: BatchReservation, rows: list[RecordRow], processed: int, failed: int
-) -> None:
-    """When a completion carries every record of its batch, its counts must be theirs.
-
-    A distributed job's progress sums the batches' counters, so counts that disagree with
-    the records would make progress disagree with ``get_processed_records`` and friends.
-    """
-    wanted = range(reservation.record_start_index, reservation.record_end_index + 1)
-    statuses = {row[2]: row[3] for row in rows}
-    if not wanted or len(statuses) < len(wanted) or not statuses.keys() >= set(wanted):
-        return
-    if len(statuses) == len(wanted):  # the usual case: exactly the batch's records
-        tally = Counter(statuses.values())
-    else:
-        tally = Counter(statuses[i] for i in wanted)
-    actual = (
-        tally[_PROCESSED],
-        sum(tally[status] for status in FAILED_RECORD_STATUSES),
-    )
-    if actual != (processed, failed):
-        raise InvalidInputError(
-            f"batch {reservation.batch_id!r}: processed_count={processed}, "
-            f"failed_count={failed}, but its records say {actual[0]} processed and "
-            f"{actual[1]} failed or invalid"
-        )
-
-
-def check_completion(
+def completion_rows(
     reservation: BatchReservation,
     status: BatchStatus | str,
     processed: int,
@@ -299,9 +237,7 @@ def check_completion(
     fit, ids that fit, and records whose counts agree. ``done`` holds further records,
     processed without error, as (index, raw, parsed). Returns the status and the rows, by
     record index."""
-    final = status_of(BatchStatus, status)
-    if final not in (BatchStatus.COMPLETED, BatchStatus.FAILED):
-        raise InvalidStatusError(f"a batch completes as COMPLETED or FAILED, not {final.value}")
+    final = check_final_status(status)
     check_count(processed, "processed_count")
     check_count(failed, "failed_count")
     check_worker_id(reservation.worker_id)
@@ -310,8 +246,8 @@ def check_completion(
     if done_rows:
         if rows:
             rows = sorted(chain(done_rows, rows), key=itemgetter(2))
-            _check_unique([row[2] for row in rows])
+            check_unique([row[2] for row in rows])
         else:
             rows = done_rows
-    check_completion_counts(reservation, rows, processed, failed)
+    check_completion_counts(reservation, {row[2]: row[3] for row in rows}, processed, failed)
     return final, rows

@@ -25,8 +25,8 @@ from typing import IO, Any, cast
 import pydantic
 from pydantic_core import PydanticCustomError
 
-from . import codec
-from .errors import BatchActionsError, InvalidValueError
+from .. import codec
+from ..errors import InvalidValueError, SourceError
 
 FORMATS = ("csv", "jsonl")
 _EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -34,10 +34,6 @@ _EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 #: The keys of a bad-row record, exactly these three.
 LINE_KEY, RAW_KEY, ERROR_KEY = "_line", "_raw", "_error"
 _BAD_ROW_KEYS = frozenset({LINE_KEY, RAW_KEY, ERROR_KEY})
-
-
-class SourceError(BatchActionsError):
-    """The file cannot be read at all: missing, unreadable, or a CSV file without a header."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """0001: the jobs, records and batches tables, as batchactions-peewee 0.1 made them.
 
 Frozen: the models below are a copy of the schema at the time, deliberately independent of
-``tables.py``, so this step means the same thing forever. A table that exists already (made
+``store/tables.py``, so this step means the same thing forever. A table that exists already (made
 by ``create_tables()`` or by the TypeScript adapters) is left exactly as it is.
 """
 
@@ -11,8 +11,8 @@ from typing import Any
 
 import peewee as pw
 
-from batchactions_peewee.dialects import dialect_for
-from batchactions_peewee.migrate import table_prefix
+from batchactions_peewee.store.dialects import dialect_for
+from batchactions_peewee.store.schema import table_prefix
 
 
 class _JsonText(pw.TextField):
@@ -23,7 +23,7 @@ class _JsonText(pw.TextField):
         self.sql_default = sql_default
 
     def ddl_datatype(self, ctx: Any) -> pw.SQL:
-        if isinstance(self.model._meta.database, pw.MySQLDatabase):
+        if dialect_for(self.model._meta.database).json_text_type == "LONGTEXT":  # MySQL
             return pw.SQL("LONGTEXT")
         if self.sql_default is not None:
             return pw.SQL(f"TEXT DEFAULT '{self.sql_default}'")

@@ -13,43 +13,12 @@ from typing import Any
 
 import peewee as pw
 
-from .errors import InvalidTablePrefixError
-
-_PREFIX = re.compile(r"[A-Za-z0-9_]*\Z")
-# MySQL caps identifiers at 64 characters; the longest name we build is the prefix plus
-# "records_job_id_record_index" (27).
-MAX_PREFIX_LENGTH = 64 - 27
-
-
-def check_table_prefix(prefix: object) -> str:
-    """A table prefix may hold ASCII letters, digits and underscores only."""
-    if not isinstance(prefix, str) or not _PREFIX.match(prefix):
-        raise InvalidTablePrefixError(
-            f"table_prefix may hold ASCII letters, digits and underscores only, got {prefix!r}"
-        )
-    if len(prefix) > MAX_PREFIX_LENGTH:
-        raise InvalidTablePrefixError(
-            f"table_prefix is {len(prefix)} characters long; at most {MAX_PREFIX_LENGTH} fit"
-        )
-    return prefix
-
-
-def unwrap(database: pw.Database | pw.DatabaseProxy) -> pw.Database:
-    """The real database behind a ``DatabaseProxy`` (which must be initialized by now)."""
-    while isinstance(database, pw.DatabaseProxy):
-        if database.obj is None:
-            raise pw.InterfaceError("the DatabaseProxy is not initialized yet")
-        database = database.obj
-    return database
+from .dialects import dialect_for
 
 
 class JsonTextField(pw.TextField):
-    """JSON held as text.
-
-    On MySQL/MariaDB the column is LONGTEXT (4 GiB; TEXT holds only 64 KiB) and has no
-    default, since MySQL before 8.0.13 allows none on text columns. Elsewhere it is TEXT with
-    ``sql_default`` as its default.
-    """
+    """JSON held as text, of the dialect's ``json_text_type`` (LONGTEXT without a default
+    on MySQL/MariaDB, TEXT with ``sql_default`` as its default elsewhere)."""
 
     def __init__(self, *args: Any, sql_default: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -62,11 +31,10 @@ class JsonTextField(pw.TextField):
         return value  # already JSON text, written by codec.dumps
 
     def ddl_datatype(self, ctx: Any) -> pw.SQL:
-        if isinstance(unwrap(self.model._meta.database), pw.MySQLDatabase):
-            return pw.SQL("LONGTEXT")
-        if self.sql_default is not None:
-            return pw.SQL(f"TEXT DEFAULT '{self.sql_default}'")
-        return pw.SQL("TEXT")
+        dialect = dialect_for(self.model._meta.database)
+        if self.sql_default is not None and dialect.json_text_defaults:
+            return pw.SQL(f"{dialect.json_text_type} DEFAULT '{self.sql_default}'")
+        return pw.SQL(dialect.json_text_type)
 
 
 def _default(value: str | int) -> list[pw.Node]:

@@ -1,4 +1,5 @@
-"""The domain model: frozen pydantic models whose JSON is that of the TypeScript core.
+"""The domain model and its arithmetic: frozen pydantic models whose JSON is that of the
+TypeScript core, and the progress and status figures computed from them.
 
 Python attributes are snake_case; ``model_dump(by_alias=True)`` gives the camelCase JSON of
 ``@batchactions/core`` and both spellings are accepted on input. Timestamps are epoch ms.
@@ -7,6 +8,7 @@ Python attributes are snake_case; ``model_dump(by_alias=True)`` gives the camelC
 from __future__ import annotations
 
 import enum
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
@@ -73,7 +75,7 @@ class RecordStatus(str, enum.Enum):
     PENDING = "pending"
 
 
-#: Record statuses SPEC §3 counts as failed, and as still to do.
+#: Record statuses that progress counts as failed, and as still to do.
 FAILED_RECORD_STATUSES = (RecordStatus.FAILED.value, RecordStatus.INVALID.value)
 PENDING_RECORD_STATUSES = (RecordStatus.PENDING.value, RecordStatus.VALID.value)
 #: Batch statuses a batch ends in.
@@ -146,7 +148,7 @@ def trusted_record(
     have their fields' types: read back from our own JSON, or taken from a validated record.
 
     Equal to ``ProcessedRecord(...)`` of the same values, with the same fields marked as
-    set (tests/test_domain.py checks both, and that the model has no validator or
+    set (the unit tests check both, and that the model has no validator or
     post-init hook this would skip), in half the time; ``raw``/``parsed`` are kept as
     given, not copied. Sets what pydantic's own ``model_construct`` sets, without its
     per-field loop (which is slower than validating).
@@ -281,3 +283,72 @@ class DistributedJobStatus(DomainModel):
     processing_batches: Int
     pending_batches: Int
     is_complete: Bool
+
+
+#: A record processed without error, as a worker hands it over: (index, raw, parsed).
+Processed = tuple[int, dict[str, Any], dict[str, Any]]
+
+
+# -- arithmetic -----------------------------------------------------------------------
+
+
+def js_round(value: float) -> int:
+    """JavaScript's Math.round for non-negative numbers: halves go up."""
+    floor = math.floor(value)
+    return floor + 1 if value - floor >= 0.5 else floor
+
+
+def progress_of(
+    *,
+    total: int,
+    processed: int,
+    failed: int,
+    completed_batches: int,
+    total_batches: int,
+    started_at: int | None,
+    now: int,
+) -> JobProgress:
+    """A job's progress from its record and batch counts, as the TypeScript core computes it."""
+    done = processed + failed
+    return JobProgress(
+        total_records=total,
+        processed_records=processed,
+        failed_records=failed,
+        pending_records=max(0, total - done),
+        # Computed as the TypeScript core does, (done / total) * 100 in doubles, so both
+        # report the same number for the same job.
+        percentage=js_round(done / total * 100) if total else 0,
+        current_batch=completed_batches,
+        total_batches=total_batches,
+        elapsed_ms=max(0, now - started_at) if started_at is not None else 0,
+        estimated_remaining_ms=None,
+    )
+
+
+def progress_from_records(job: JobState, counts: dict[str, int], now: int) -> JobProgress:
+    """Progress of a job whose batches live in its JSON list, from record counts by status."""
+    return progress_of(
+        total=job.total_records,
+        processed=counts.get(RecordStatus.PROCESSED.value, 0),
+        failed=sum(counts.get(s, 0) for s in FAILED_RECORD_STATUSES),
+        completed_batches=sum(1 for b in job.batches if b.status == BatchStatus.COMPLETED),
+        total_batches=len(job.batches),
+        started_at=job.started_at,
+        now=now,
+    )
+
+
+def distributed_status_of(job_id: str, counts: dict[str, int]) -> DistributedJobStatus:
+    """A job's distributed status from its batch counts by status."""
+    total = sum(counts.values())
+    completed = counts.get(BatchStatus.COMPLETED.value, 0)
+    failed = counts.get(BatchStatus.FAILED.value, 0)
+    return DistributedJobStatus(
+        job_id=job_id,
+        total_batches=total,
+        completed_batches=completed,
+        failed_batches=failed,
+        processing_batches=counts.get(BatchStatus.PROCESSING.value, 0),
+        pending_batches=counts.get(BatchStatus.PENDING.value, 0),
+        is_complete=total > 0 and completed + failed == total,
+    )

@@ -1,7 +1,8 @@
-"""What differs per database: transactions, transient errors, parameter limits, the clock.
+"""What differs per database, as capability attributes of one class per kind.
 
-A store resolves its dialect once (``dialect_for``) and asks it; nothing else in the package
-branches on the kind of database.
+A store resolves its dialect once (``dialect_for``) and asks it: about transactions,
+transient and lost-connection errors, parameter limits, the clock, locking and the forms of
+its statements. Nothing else in the package branches on the kind of database.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import peewee as pw
+
+from ..errors import InvalidInputError
 
 MYSQL_TRANSIENT = {1205, 1213}  # lock wait timeout, deadlock: the transaction was rolled back
 POSTGRES_TRANSIENT = {"40001", "40P01"}  # serialization failure, deadlock detected
@@ -37,11 +40,28 @@ _POSTGRES_DISCONNECT_WORDS = (
 class Dialect:
     """Defaults shared by every database; subclasses override what differs."""
 
+    #: A label for messages and logs; never branch on it.
     name: ClassVar[str] = "generic"
     #: Bind parameters one statement may carry.
     max_params: ClassVar[int] = 999
     #: SQL giving the server's time in epoch milliseconds.
     now_sql: ClassVar[str | None] = None
+    #: One writer at a time (SQLite's database lock): a write transaction cannot be raced.
+    single_writer: ClassVar[bool] = False
+    #: ``SELECT ... FOR UPDATE`` locks rows (a single writer needs no row locks).
+    row_locks: ClassVar[bool] = True
+    #: An UPDATE's row count is the rows it changed, not the rows it matched (MySQL), so a
+    #: deciding UPDATE must always change a value of the row it matches.
+    counts_changed_rows: ClassVar[bool] = False
+    #: ``INSERT ... ON CONFLICT (columns)`` names its conflict target; MySQL's ``ON
+    #: DUPLICATE KEY UPDATE`` takes none.
+    upsert_names_target: ClassVar[bool] = True
+    #: From this many rows on, the records upsert is one row of column arrays (unnest)
+    #: instead of a VALUES list; None where the server has no such form.
+    unnest_min_rows: ClassVar[int | None] = None
+    #: The column type of JSON text and whether it may carry a default.
+    json_text_type: ClassVar[str] = "TEXT"
+    json_text_defaults: ClassVar[bool] = True
 
     def __init__(self, database: pw.Database) -> None:
         self.database = database
@@ -86,6 +106,8 @@ class Dialect:
 class SqliteDialect(Dialect):
     name = "sqlite"
     max_params = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+    single_writer = True
+    row_locks = False  # the write lock is already held (BEGIN IMMEDIATE)
 
     @contextlib.contextmanager
     def write_transaction(self) -> Iterator[None]:
@@ -110,6 +132,11 @@ class SqliteDialect(Dialect):
 class MySQLDialect(Dialect):
     name = "mysql"
     max_params = 65535
+    counts_changed_rows = True
+    upsert_names_target = False
+    # LONGTEXT holds 4 GiB (TEXT only 64 KiB); MySQL before 8.0.13 allows no text defaults.
+    json_text_type = "LONGTEXT"
+    json_text_defaults = False
     # UTC_TIMESTAMP does not depend on the session time zone.
     now_sql = "SELECT TIMESTAMPDIFF(MICROSECOND, '1970-01-01', UTC_TIMESTAMP(6)) DIV 1000"
 
@@ -142,6 +169,8 @@ class MySQLDialect(Dialect):
 class PostgresDialect(Dialect):
     name = "postgres"
     max_params = 65535
+    # Below this, the arrays' casts cost more than the VALUES list they spare.
+    unnest_min_rows = 16
     now_sql = "SELECT FLOOR(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint"
 
     def is_transient(self, exc: BaseException) -> bool:
@@ -208,12 +237,30 @@ def _driver_codes(exc: BaseException) -> Iterator[object]:
             yield e.args[0]
 
 
-def dialect_for(database: pw.Database) -> Dialect:
-    """The dialect of ``database`` (already unwrapped from any proxy)."""
-    if isinstance(database, pw.SqliteDatabase):
-        return SqliteDialect(database)
-    if isinstance(database, pw.MySQLDatabase):
-        return MySQLDialect(database)
-    if isinstance(database, pw.PostgresqlDatabase):
-        return PostgresDialect(database)
-    return Dialect(database)
+def check_database(database: object) -> pw.Database | pw.DatabaseProxy:
+    """``database`` if it is a peewee Database or DatabaseProxy, else InvalidInputError."""
+    if not isinstance(database, (pw.Database, pw.DatabaseProxy)):
+        kind = type(database).__name__
+        raise InvalidInputError(f"database must be a peewee Database or DatabaseProxy: {kind}")
+    return database
+
+
+def unwrap(database: pw.Database | pw.DatabaseProxy) -> pw.Database:
+    """The real database behind a ``DatabaseProxy`` (which must be initialized by now)."""
+    while isinstance(database, pw.DatabaseProxy):
+        if database.obj is None:
+            raise pw.InterfaceError("the DatabaseProxy is not initialized yet")
+        database = database.obj
+    return database
+
+
+def dialect_for(database: pw.Database | pw.DatabaseProxy) -> Dialect:
+    """The dialect of ``database`` (unwrapped from any proxy), resolved once per store."""
+    real = unwrap(database)
+    if isinstance(real, pw.SqliteDatabase):
+        return SqliteDialect(real)
+    if isinstance(real, pw.MySQLDatabase):
+        return MySQLDialect(real)
+    if isinstance(real, pw.PostgresqlDatabase):
+        return PostgresDialect(real)
+    return Dialect(real)

@@ -1,0 +1,124 @@
+"""How the commands print: JSON, aligned columns, times and durations, a failed record's
+error text and CSV cells, and the progress bar drawn on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from ..model import JobProgress, ProcessedRecord
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, ensure_ascii=False, indent=2))
+
+
+def print_rows(rows: Sequence[Sequence[object]], out: TextIO | None = None) -> None:
+    """Rows as aligned columns; a column of numbers (below its first row) is right-aligned."""
+    out = out or sys.stdout
+    cells = [[str(c) for c in row] for row in rows]
+    columns = max(len(row) for row in rows)
+    widths = [
+        max((len(row[i]) for row in cells if i < len(row)), default=0) for i in range(columns)
+    ]
+    numeric = [
+        all(isinstance(row[i], (int, float)) for row in rows[1:] if i < len(row))
+        for i in range(columns)
+    ]
+    for row in cells:
+        parts = [
+            c.rjust(widths[i]) if numeric[i] else c.ljust(widths[i]) for i, c in enumerate(row)
+        ]
+        print("  ".join(parts).rstrip(), file=out)
+
+
+def when(ms: int | None) -> str:
+    """Epoch ms as local time, or ``-``."""
+    if ms is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def duration(ms: float) -> str:
+    """``12.3 s`` under a minute, else ``m:ss`` or ``h:mm:ss``."""
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+def record_error(record: ProcessedRecord) -> str:
+    """A failed or invalid record's errors as one text."""
+    if record.processing_error is not None:
+        return record.processing_error
+    return "; ".join(f"{e.field}: {e.message}" if e.field else e.message for e in record.errors)
+
+
+def cell(value: Any) -> str:
+    """A raw value as a CSV cell: strings as they are, anything else as JSON."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+class ProgressBar:
+    """One line on stderr, redrawn in place: records done and failed, rate and ETA.
+
+    Draws nothing unless ``enabled`` (stderr is a terminal and ``--no-progress`` not given).
+    """
+
+    def __init__(self, enabled: bool, stream: TextIO | None = None) -> None:
+        self.enabled = enabled
+        self.stream = stream or sys.stderr
+        self._start: tuple[float, int] | None = None
+        self._drawn = False
+
+    def update(self, progress: JobProgress) -> None:
+        if not self.enabled:
+            return
+        done = progress.processed_records + progress.failed_records
+        now = time.monotonic()
+        if self._start is None:
+            self._start = (now, done)
+        started, done_before = self._start
+        rate = (done - done_before) / (now - started) if now > started else 0.0
+        left = progress.total_records - done
+        eta = duration(left / rate * 1000) if rate > 0 and left > 0 else "-"
+        width = shutil.get_terminal_size((80, 24)).columns
+        text = (
+            f" {progress.percentage:3d}%  {done}/{progress.total_records} records, "
+            f"{progress.failed_records} failed  {rate:.0f}/s  ETA {eta}"
+        )
+        bar_width = 20  # fixed, so the line does not jitter; cut to the terminal's width
+        filled = bar_width * progress.percentage // 100
+        line = f"[{'#' * filled}{'.' * (bar_width - filled)}]{text}"
+        self.stream.write("\r" + line[: width - 1] + "\x1b[K")
+        self.stream.flush()
+        self._drawn = True
+
+    def note(self, text: str) -> None:
+        """A status line in place of the bar (e.g. while reading the file)."""
+        if self.enabled:
+            width = shutil.get_terminal_size((80, 24)).columns
+            self.stream.write("\r" + text[: width - 1] + "\x1b[K")
+            self.stream.flush()
+            self._drawn = True
+
+    def close(self) -> None:
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = False
+
+
+def progress_bar(args: argparse.Namespace) -> ProgressBar:
+    """The bar, enabled when stderr is a terminal and ``--no-progress`` is not given."""
+    return ProgressBar(enabled=sys.stderr.isatty() and not getattr(args, "no_progress", False))

@@ -1,0 +1,169 @@
+"""One batch's records: validated against the schema and processed in index order, each
+retried with exponential backoff, until the batch is done or its lease is lost."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydantic
+
+from ..model import BatchReservation, Processed, ProcessedRecord, RecordStatus, trusted_record
+from .events import BatchCompleted, BatchFailed, ProcessingContext, WorkerEvent, record_error
+from .validation import utf8_text, validate_record
+
+logger = logging.getLogger(__name__)
+
+Processor = Callable[[dict[str, Any], ProcessingContext], object]
+#: A record processed without error: (index, raw, parsed, retries).
+Done = tuple[int, dict[str, Any], dict[str, Any], int]
+
+
+@dataclass
+class BatchWork:
+    """What processing one batch's records produced: the records processed without error
+    and without retries as (index, raw, parsed) in ``done``, the others in ``records``."""
+
+    done: list[Processed] = field(default_factory=list)
+    records: list[ProcessedRecord] = field(default_factory=list)
+    processed: int = 0
+    failed: int = 0
+    retries: int = 0
+    failure: ProcessedRecord | None = None  # the record that failed the batch
+    lease_lost: bool = False
+
+
+@dataclass(frozen=True)
+class RecordProcessing:
+    """How a worker validates and processes one record."""
+
+    processor: Processor
+    schema: type[pydantic.BaseModel] | None
+    max_retries: int
+    retry_delay_ms: int
+    wait: Callable[[float, threading.Event], None]
+
+    def __call__(
+        self, index: int, raw: dict[str, Any], context: ProcessingContext
+    ) -> Done | ProcessedRecord | None:
+        """Validate and process one record: (index, raw, parsed, retries) once processed, a
+        ProcessedRecord if it failed or is invalid, None when the lease is lost mid-retry.
+
+        Every record of the batch is processed, whatever its stored status: results are
+        only ever written together with the batch's final state, so a claimed batch holds
+        no result that could be kept (at-least-once processing).
+        """
+        parsed = raw
+        if self.schema is not None:
+            parsed, errors = validate_record(self.schema, raw)
+            if errors:
+                return ProcessedRecord(
+                    index=index,
+                    raw=raw,
+                    parsed=parsed,
+                    status=RecordStatus.INVALID,
+                    errors=errors,
+                )
+        attempt = 0
+        while True:
+            try:
+                self.processor(parsed, context)
+            except Exception as exc:
+                if attempt >= self.max_retries:
+                    return ProcessedRecord(
+                        index=index,
+                        raw=raw,
+                        parsed=parsed,
+                        status=RecordStatus.FAILED,
+                        processing_error=utf8_text(str(exc) or type(exc).__name__),
+                        retry_count=attempt,
+                    )
+                attempt += 1
+                logger.debug("record %d failed (%s); retry %d", index, exc, attempt)
+                self.wait(self.retry_delay_ms * 2 ** (attempt - 1) / 1000, context.lease_lost)
+                if context.lease_lost.is_set():
+                    return None
+                continue
+            # No model per record: every value comes from a validated record or from the
+            # schema's JSON-mode dump (a dict: checked by validate_record). raw is copied, as
+            # validation would, so a processor that keeps the dict and changes it later
+            # cannot change what is stored.
+            kept = dict(raw)
+            return index, kept, kept if parsed is raw else parsed, attempt
+
+
+def process_records(
+    records: list[tuple[int, dict[str, Any]]],
+    res: BatchReservation,
+    *,
+    total: int,
+    lease_lost: threading.Event,
+    process: RecordProcessing,
+    continue_on_error: bool,
+    on_failed: Callable[[BatchReservation, ProcessedRecord], None],
+) -> BatchWork:
+    """Process the batch's (index, raw) records in order; stop at the first failure unless
+    ``continue_on_error``, and as soon as the lease is lost."""
+    work = BatchWork()
+    for index, raw in records:
+        if lease_lost.is_set():
+            work.lease_lost = True
+            return work
+        context = ProcessingContext(
+            res.job_id, res.batch_id, res.batch_index, index, total, lease_lost
+        )
+        result = process(index, raw, context)
+        if result is None:  # the lease was lost while waiting to retry
+            work.lease_lost = True
+            return work
+        if isinstance(result, tuple):
+            index, kept, parsed, retries = result
+            if retries:  # its retry count goes with it, in a ProcessedRecord
+                work.records.append(
+                    trusted_record(index, kept, parsed, RecordStatus.PROCESSED, None, retries)
+                )
+            else:
+                work.done.append((index, kept, parsed))
+            work.retries += retries
+            work.processed += 1
+            continue
+        work.records.append(result)
+        work.retries += result.retry_count or 0
+        work.failed += 1
+        on_failed(res, result)
+        if not continue_on_error:
+            work.failure = result
+            break
+    return work
+
+
+def batch_done_event(
+    res: BatchReservation, worker_id: str, work: BatchWork, elapsed_ms: int
+) -> WorkerEvent:
+    """BatchCompleted, or BatchFailed when a record failed the batch."""
+    if work.failure is None:
+        return BatchCompleted(
+            res.job_id,
+            worker_id,
+            res.batch_id,
+            res.batch_index,
+            work.processed,
+            work.failed,
+            work.retries,
+            elapsed_ms,
+        )
+    return BatchFailed(
+        res.job_id,
+        worker_id,
+        res.batch_id,
+        res.batch_index,
+        work.processed,
+        work.failed,
+        work.retries,
+        elapsed_ms,
+        work.failure.index,
+        record_error(work.failure),
+    )

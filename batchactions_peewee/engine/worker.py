@@ -1,0 +1,464 @@
+"""Worker: claims a job's batches, validates and processes their records, and writes the
+results with the store's fenced completion, so a worker whose lease was taken over cannot
+overwrite the new owner.
+
+Processing is at least once: a batch whose worker died is processed again from its first
+record by the worker that reclaims it, so a processor with side effects should be idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+
+from ..checks import check_id, check_worker_id
+from ..errors import InvalidInputError, InvalidValueError, JobNotFoundError, StoreUnavailable
+from ..model import (
+    BatchReservation,
+    BatchStatus,
+    ClaimFailureReason,
+    JobStatus,
+    ProcessedRecord,
+)
+from ..ports import WorkerStore
+from .batch import BatchWork, Processor, RecordProcessing, batch_done_event, process_records
+from .events import (
+    BatchClaimed,
+    BatchResult,
+    EventHandler,
+    JobCompleted,
+    LeaseLost,
+    WorkerEvent,
+    WorkerSummary,
+    record_failed_event,
+)
+from .io import worker_io
+from .leases import Held, Leases
+from .validation import check_schema
+
+logger = logging.getLogger(__name__)
+
+
+def default_worker_id() -> str:
+    """Host, pid and a random suffix: unique per worker, at most 128 characters."""
+    host = socket.gethostname()[:80] or "worker"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+@dataclass
+class _Tally:
+    """What ``Worker.run`` has done so far."""
+
+    batches: int = 0
+    processed: int = 0
+    failed: int = 0
+    retries: int = 0
+    leases_lost: int = 0
+    store_errors: int = 0
+    finalized: bool = False
+
+    def add(self, result: BatchResult) -> None:
+        self.finalized = self.finalized or result.finalized
+        if not result.claimed:
+            return
+        if result.lease_lost:
+            self.leases_lost += 1
+        else:
+            self.batches += 1
+        self.processed += result.processed_count
+        self.failed += result.failed_count
+        self.retries += result.retries
+
+
+class Worker:
+    """Claims a job's batches one at a time, validates and processes their records, and
+    writes the results, until no batch is left.
+
+    ``processor(record, context)`` gets each record's parsed data (validated by ``schema``,
+    a pydantic model class, when given) and a :class:`ProcessingContext`. An exception
+    fails the record after ``max_retries`` retries, waiting ``retry_delay_ms * 2**(n-1)``
+    before retry n. With ``continue_on_error=False`` the first failed (or invalid) record
+    ends its batch as FAILED; its later records stay pending and the job ends FAILED.
+
+    The worker renews its lease from a background thread every ``lease_timeout_ms / 3``;
+    batches whose lease is older than ``lease_timeout_ms`` are reclaimed by idle workers.
+    ``on_event`` receives :class:`WorkerEvent` s; an exception it raises is logged and
+    ignored. ``sleep`` (seconds) replaces the retry waits (processor retries and pauses
+    after a store failure), for tests. Settings come from these arguments only, not from
+    the job's config; ``store_error_limit`` and ``store_backoff_cap_s`` may be set on a
+    subclass or an instance.
+    """
+
+    #: Store failures in a row that ``run`` outlives; the next one is raised.
+    store_error_limit: int = 10
+    #: The longest pause (seconds) before trying again after a store failure.
+    store_backoff_cap_s: float = 5.0
+
+    def __init__(
+        self,
+        store: WorkerStore,
+        processor: Processor,
+        *,
+        worker_id: str | None = None,
+        schema: type[pydantic.BaseModel] | None = None,
+        continue_on_error: bool = True,
+        max_retries: int = 0,
+        retry_delay_ms: int = 1000,
+        lease_timeout_ms: int = 300_000,
+        on_event: EventHandler | None = None,
+        sleep: Callable[[float], object] | None = None,
+    ) -> None:
+        missing = [
+            name
+            for name in ("claim_batch", "get_batch_records", "heartbeat", "complete_batch")
+            if not callable(getattr(store, name, None))
+        ]
+        if missing:
+            raise InvalidInputError(f"the store lacks {', '.join(missing)}")
+        if not callable(processor):
+            raise InvalidInputError(f"processor must be callable, got {processor!r}")
+        self.store = store
+        self.processor = processor
+        self.worker_id = check_worker_id(
+            worker_id if worker_id is not None else default_worker_id()
+        )
+        self.schema = check_schema(schema)
+        self.continue_on_error = bool(continue_on_error)
+        self.max_retries = _non_negative(max_retries, "max_retries")
+        self.retry_delay_ms = _non_negative(retry_delay_ms, "retry_delay_ms")
+        self.lease_timeout_ms = _non_negative(lease_timeout_ms, "lease_timeout_ms")
+        if self.lease_timeout_ms == 0:
+            raise InvalidValueError("lease_timeout_ms must be positive")
+        self.on_event = on_event
+        self._sleep = sleep
+        self._stopping = threading.Event()
+        self._total_records: dict[str, int] = {}
+        self._leases = Leases(f"lease-{self.worker_id}")
+
+    # -- public ---------------------------------------------------------------------------
+
+    def run(self, job_id: str) -> WorkerSummary:
+        """Process batches of ``job_id`` until none is left, then finalize the job.
+
+        When no batch is PENDING, stale batches (lease older than ``lease_timeout_ms``) are
+        reclaimed and processed. While other workers still hold live batches the worker
+        waits, polling, so that it can take over a batch whose worker dies; it returns once
+        every batch is COMPLETED or FAILED, when the job is not PROCESSING (not prepared
+        yet, paused, finished), or after ``stop()``. Raises JobNotFoundError for an unknown
+        job. The job is finalized (exactly once, by ``try_finalize_job``) by the first worker
+        whose claim finds no batch left once every batch is done, or as a run returns; a job
+        whose last worker died in between stays PROCESSING until any worker runs it again.
+
+        A database failure that the store's own retries could not cure (the server gone
+        for longer than they last, say) does not end the run: the batch in hand is
+        abandoned (released if the database answers, else its lease runs out and another
+        worker reclaims it) and the worker tries again after a pause that grows, jittered,
+        up to ``store_backoff_cap_s``. After ``store_error_limit`` failures in a row the
+        next one is raised; ``WorkerSummary.store_errors`` counts those outlived. Errors
+        of the query itself (constraint, syntax, data) are raised at once.
+        """
+        check_id(job_id, "job id")
+        tally = _Tally()
+        in_a_row = 0
+        try:
+            while True:
+                try:
+                    if self._stopping.is_set() or self._step(job_id, tally):
+                        tally.finalized = self._finalize(job_id) or tally.finalized
+                        break
+                    in_a_row = 0
+                except StoreUnavailable as exc:
+                    tally.store_errors += 1
+                    in_a_row += 1
+                    if self._stopping.is_set():
+                        logger.warning("store call failed while stopping (%s); stopped", exc)
+                        break
+                    if in_a_row > self.store_error_limit:
+                        raise
+                    self._pause_after_store_error(exc, in_a_row)
+        finally:
+            self._stopping.clear()
+            self._leases.close()
+        return WorkerSummary(
+            job_id=job_id,
+            worker_id=self.worker_id,
+            batches=tally.batches,
+            processed=tally.processed,
+            failed=tally.failed,
+            finalized=tally.finalized,
+            retries=tally.retries,
+            leases_lost=tally.leases_lost,
+            store_errors=tally.store_errors,
+        )
+
+    def _step(self, job_id: str, tally: _Tally) -> bool:
+        """One round of ``run``: process a batch, or wait for other workers' batches; True
+        once the job needs nothing more from this worker."""
+        result = self._next(job_id, report=False)
+        tally.add(result)
+        if result.claimed:
+            return False
+        if result.reason == ClaimFailureReason.JOB_NOT_PROCESSING:
+            return True
+        status = self.store.get_distributed_status(job_id)
+        if status.pending_batches:
+            return False
+        if not status.processing_batches:
+            return True
+        # Other workers hold live batches: wait for them to finish or go stale.
+        self._stopping.wait(self._poll_interval_s)
+        return False
+
+    def _pause_after_store_error(self, exc: BaseException, in_a_row: int) -> None:
+        # Exponential, capped and jittered, so that workers cut off together do not all
+        # come back at once; stop() ends the pause early.
+        ceiling = min(self.store_backoff_cap_s, 0.1 * 2 ** (in_a_row - 1))
+        delay = random.uniform(ceiling / 2, ceiling)
+        logger.warning(
+            "store call failed (%s: %s); batch in hand abandoned; trying again in %.2f s (%d/%d)",
+            type(exc).__name__,
+            _first_line(exc),
+            delay,
+            in_a_row,
+            self.store_error_limit,
+            exc_info=logger.isEnabledFor(logging.DEBUG),
+        )
+        if self._sleep is not None:
+            self._sleep(delay)
+        else:
+            self._stopping.wait(delay)
+
+    def process_next(self, job_id: str) -> BatchResult:
+        """Claim one batch (reclaiming stale ones when none is PENDING), process it, write
+        its results and try to finalize the job. Raises JobNotFoundError for an unknown job.
+        """
+        try:
+            return self._next(job_id, report=True)
+        finally:
+            self._leases.close()
+
+    def _next(self, job_id: str, *, report: bool) -> BatchResult:
+        """``process_next``; with ``report`` False (``run``'s rounds), a written batch is
+        not followed by an attempt to finalize and ``job_complete`` is left False: ``run``
+        reads the job's state only once no batch is left to claim, so a batch costs no
+        reads beyond its own records."""
+        claim = self.store.claim_batch(job_id, self.worker_id)
+        if (
+            claim.reason == ClaimFailureReason.NO_PENDING_BATCHES
+            and self.store.reclaim_stale_batches(job_id, self.lease_timeout_ms)
+        ):
+            claim = self.store.claim_batch(job_id, self.worker_id)
+        if claim.reservation is None:
+            if claim.reason == ClaimFailureReason.JOB_NOT_FOUND:
+                raise JobNotFoundError(f"job {job_id!r} does not exist")
+            finalized = claim.reason == ClaimFailureReason.NO_PENDING_BATCHES and self._finalize(
+                job_id
+            )
+            return BatchResult(
+                claimed=False,
+                job_id=job_id,
+                job_complete=report and self._job_complete(job_id),
+                finalized=finalized,
+                reason=claim.reason,
+            )
+        return self._process_batch(claim.reservation, report)
+
+    def stop(self) -> None:
+        """Ask ``run`` to return after the batch in hand (safe from any thread)."""
+        self._stopping.set()
+
+    # -- one batch ------------------------------------------------------------------------
+
+    def _process_batch(self, res: BatchReservation, report: bool) -> BatchResult:
+        started = time.monotonic()
+        self._emit(
+            BatchClaimed(
+                res.job_id,
+                self.worker_id,
+                res.batch_id,
+                res.batch_index,
+                res.record_start_index,
+                res.record_end_index,
+            )
+        )
+        lease: Held | None = None
+        written = False
+        try:
+            try:
+                # The store and the interval as they are now: both are public attributes.
+                lease = self._leases.hold(res, self.store, self.lease_timeout_ms / 3000)
+                work = process_records(
+                    self._read_batch(res),
+                    res,
+                    total=self._total(res.job_id),
+                    lease_lost=lease.lost,
+                    process=self._record_processing(),
+                    continue_on_error=self.continue_on_error,
+                    on_failed=self._emit_record_failed,
+                )
+            finally:
+                if lease is not None:
+                    self._leases.release(lease)
+            if not work.lease_lost:
+                status = BatchStatus.COMPLETED if work.failure is None else BatchStatus.FAILED
+                written = self._complete(res, status, work)
+                work.lease_lost = not written
+        finally:
+            if not written:
+                self._release(res)
+        if work.lease_lost:
+            logger.warning("lost the lease on batch %s; its results were not written", res.batch_id)
+            self._emit(LeaseLost(res.job_id, self.worker_id, res.batch_id, res.batch_index))
+            return BatchResult(
+                claimed=True,
+                job_id=res.job_id,
+                batch_id=res.batch_id,
+                batch_index=res.batch_index,
+                job_complete=report and self._job_complete(res.job_id),
+                retries=work.retries,
+                lease_lost=True,
+            )
+        self._emit(batch_done_event(res, self.worker_id, work, _elapsed_ms(started)))
+        finalized = complete = False
+        if report:
+            try:
+                finalized = self._finalize(res.job_id)
+                complete = finalized or self._job_complete(res.job_id)
+            except StoreUnavailable as exc:
+                # The batch is written and counts as this worker's; finalizing is left to
+                # the next call (or to another worker).
+                logger.warning(
+                    "batch %s written; the job is not finalized yet: %s", res.batch_id, exc
+                )
+        return BatchResult(
+            claimed=True,
+            job_id=res.job_id,
+            batch_id=res.batch_id,
+            batch_index=res.batch_index,
+            processed_count=work.processed,
+            failed_count=work.failed,
+            job_complete=complete,
+            retries=work.retries,
+            finalized=finalized,
+        )
+
+    def _read_batch(self, res: BatchReservation) -> list[tuple[int, dict[str, Any]]]:
+        """The batch's records as (index, raw) pairs: all that processing needs."""
+        return worker_io(self.store)._get_batch_raw(res.job_id, res.batch_id)
+
+    def _complete(self, res: BatchReservation, status: BatchStatus, work: BatchWork) -> bool:
+        return worker_io(self.store)._complete_batch_processed(
+            res,
+            status=status,
+            processed_count=work.processed,
+            failed_count=work.failed,
+            processed=work.done,
+            records=work.records,
+        )
+
+    def _record_processing(self) -> RecordProcessing:
+        # The settings as they are now: all are public attributes.
+        return RecordProcessing(
+            self.processor, self.schema, self.max_retries, self.retry_delay_ms, self._wait
+        )
+
+    def _wait(self, seconds: float, lease_lost: threading.Event) -> None:
+        if self._sleep is not None:
+            self._sleep(seconds)
+        else:
+            lease_lost.wait(seconds)  # wakes early when the lease is lost
+
+    def _release(self, res: BatchReservation) -> None:
+        # Hand the batch back at once (an exception escaped, or the write was refused);
+        # acts only while this worker still holds it.
+        try:
+            worker_io(self.store)._release_reservation(res)
+        except Exception:
+            logger.exception("could not release batch %s", res.batch_id)
+
+    # -- job level ------------------------------------------------------------------------
+
+    def _total(self, job_id: str) -> int:
+        total = self._total_records.get(job_id)
+        if total is None:
+            job = self.store.get_job_state(job_id)
+            if job is None:
+                raise JobNotFoundError(f"job {job_id!r} does not exist")
+            total = self._total_records[job_id] = job.total_records
+        return total
+
+    def _job_complete(self, job_id: str) -> bool:
+        status = self.store.get_distributed_status(job_id)
+        if status.total_batches:
+            return status.is_complete
+        job = self.store.get_job_state(job_id)  # no batches: an empty source
+        return job is not None and job.status == JobStatus.COMPLETED
+
+    def _finalize(self, job_id: str) -> bool:
+        if not self.store.try_finalize_job(job_id):
+            return False
+        logger.info("worker %s finalized job %s", self.worker_id, job_id)
+        if self.on_event is not None:
+            try:
+                job = self.store.get_job_state(job_id)
+                progress = self.store.get_progress(job_id)
+            except Exception:
+                logger.exception("job %s finalized, but its summary could not be read", job_id)
+            else:
+                self._emit(
+                    JobCompleted(
+                        job_id,
+                        self.worker_id,
+                        job.status if job is not None else JobStatus.COMPLETED,
+                        progress.total_records,
+                        progress.processed_records,
+                        progress.failed_records,
+                        progress.elapsed_ms,
+                    )
+                )
+        return True
+
+    # -- events ---------------------------------------------------------------------------
+
+    def _emit(self, event: WorkerEvent) -> None:
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(event)
+        except Exception:
+            logger.exception("on_event raised for %s; ignored", type(event).__name__)
+
+    def _emit_record_failed(self, res: BatchReservation, record: ProcessedRecord) -> None:
+        if self.on_event is not None:
+            self._emit(record_failed_event(res, self.worker_id, record))
+
+    @property
+    def _poll_interval_s(self) -> float:
+        # Often enough to take over a dead worker's batch soon after its lease ends.
+        # Also what an idle worker waits at the end of a job: 0.2 s at most.
+        return min(0.2, max(0.05, self.lease_timeout_ms / 10_000))
+
+
+def _non_negative(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidValueError(f"{what} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _elapsed_ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)

@@ -1,0 +1,238 @@
+"""Records: the bulk upsert keyed by (job, record index) and the reads by batch or status."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import chain
+from operator import itemgetter
+from typing import Any
+
+import peewee as pw
+
+from ..model import FAILED_RECORD_STATUSES, ProcessedRecord
+from ..rows import RecordRow, raw_from_row, record_from_row
+from .session import Session, StaleStatement
+from .tables import Tables
+
+#: Keep each bulk statement well inside MySQL's max_allowed_packet.
+CHUNK_BYTES = 4 * 1024 * 1024
+_RECORD_COLUMNS = 8  # the length of a RecordRow
+
+
+class Records:
+    """The records table of one store."""
+
+    def __init__(self, session: Session, tables: Tables) -> None:
+        self.session = session
+        self.tables = tables
+        self._upsert_sql: dict[int, str] = {}  # by row count
+        self._unnest_sql: str | None = None  # built from the table's column types
+        R = tables.records
+        # Rendered once: only the parameters differ between calls.
+        self._raw_sql: str = (
+            R.select(R.record_index, R.raw).where(R.job_id == "", R.batch_id == "").sql()[0]
+        )
+
+    def forget_statements(self) -> None:
+        """Drop statements built from the table's column types (the table may change)."""
+        self._unnest_sql = None
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def upsert(self, rows: Sequence[RecordRow]) -> None:
+        """Insert or replace records keyed by (job, record index): idempotent, so re-runnable.
+
+        One multi-row INSERT per chunk (the fastest portable form), its SQL built by Peewee
+        once per chunk length and reused; on PostgreSQL, from the dialect's threshold on,
+        one row of column arrays instead (see ``_unnest``).
+        """
+        threshold = self.session.dialect.unnest_min_rows
+        if threshold is not None and len(rows) >= threshold:
+            for chunk in self._chunks(rows, 1):
+                self._unnest(chunk)
+            return
+        database = self.session.database
+        for chunk in self._chunks(rows, _RECORD_COLUMNS):
+            params = list(chain.from_iterable(chunk))
+            database.execute_sql(self._values_sql(len(chunk)), params)  # type: ignore[no-untyped-call]
+
+    def _unnest(self, chunk: Sequence[RecordRow]) -> None:
+        cached = self._unnest_sql is not None
+        try:
+            self.session.database.execute_sql(self._unnest_statement(), _unnest_params(chunk))  # type: ignore[no-untyped-call]
+        except pw.ProgrammingError as exc:
+            if not cached:
+                raise
+            # Built from column types that may have changed since (the table made again by
+            # another process): build it afresh and run the write again.
+            self._unnest_sql = None
+            raise StaleStatement(str(exc)) from exc
+
+    def _chunks(
+        self, rows: Sequence[RecordRow], params_per_row: int
+    ) -> Iterable[Sequence[RecordRow]]:
+        max_params = self.session.dialect.max_params
+        if len(rows) == 1 or (
+            len(rows) <= max_params // params_per_row and _records_bytes(rows) < CHUNK_BYTES
+        ):
+            return (rows,)  # one row cannot be split; the common case is weighed in C
+        return chunked(rows, max_params // params_per_row, _record_bytes)
+
+    def _unnest_statement(self) -> str:
+        """PostgreSQL's records upsert: eight arrays, one per column, unnested into rows.
+
+        The server parses eight array literals faster than a VALUES list of thousands of
+        parameters, and a parsed form equal to the raw one (most records) is sent once, as
+        NULL, and copied by COALESCE. The arrays are cast to the table's own column types,
+        which are jsonb in tables Prisma created.
+        """
+        sql = self._unnest_sql
+        if sql is None:
+            R = self.tables.records
+            table = R._meta.table_name
+            types = self.session.dialect.column_types(table)
+            fields = record_fields(R)
+            names = [f'"{f.column_name}"' for f in fields]
+            arrays = ", ".join(f"%s::{types.get(f.column_name, 'text')}[]" for f in fields)
+            keys = {R.job_id.column_name, R.record_index.column_name}
+            sets = ", ".join(
+                f"{n} = EXCLUDED.{n}"
+                for f, n in zip(fields, names, strict=True)
+                if f.column_name not in keys
+            )
+            sql = (
+                f'INSERT INTO "{table}" ({", ".join(names)}) '
+                "SELECT u.j, u.b, u.i, u.s, u.r, COALESCE(u.p, u.r), u.e, u.x "
+                f"FROM unnest({arrays}) AS u(j, b, i, s, r, p, e, x) "
+                f'ON CONFLICT ("{R.job_id.column_name}", "{R.record_index.column_name}") '
+                f"DO UPDATE SET {sets}"
+            )
+            if types:
+                self._unnest_sql = sql
+        return sql
+
+    def _values_sql(self, rows: int) -> str:
+        """The SQL of the records upsert for ``rows`` rows, with placeholders."""
+        sql = self._upsert_sql.get(rows)
+        if sql is None:
+            R = self.tables.records
+            key = [R.job_id, R.record_index]
+            rest = [R.batch_id, R.status, R.raw, R.parsed, R.errors, R.processing_error]
+            fields = record_fields(R)
+            target = key if self.session.dialect.upsert_names_target else None
+            placeholder = ("", "", 0, "", "", "", "", "")
+            query = R.insert_many([placeholder] * rows, fields=fields).on_conflict(
+                conflict_target=target, preserve=rest
+            )
+            sql, params = query.sql()
+            assert len(params) == rows * len(fields), "every value must be a placeholder"
+            self._upsert_sql[rows] = sql
+        return sql
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def select(self, *where: Any) -> list[ProcessedRecord]:
+        """The records matching ``where``, by record index."""
+        R = self.tables.records
+        query: Any = R.select(
+            R.record_index, R.status, R.raw, R.parsed, R.errors, R.processing_error
+        ).where(*where)
+        # No ORDER BY: with one, SQLite walks the (jobId, recordIndex) index over the whole
+        # job to spare a sort, instead of using the index of the filter (batch or status).
+        # Rows come straight from the driver's cursor: Peewee's row wrapper costs more.
+        sql, params = query.sql()
+
+        def read() -> list[ProcessedRecord]:
+            rows = sorted(self.session.rows(sql, params), key=lambda row: int(row[0]))
+            return [record_from_row(row) for row in rows]
+
+        return self.session.read(read)
+
+    def batch_raw(self, job_id: str, batch_id: str) -> list[tuple[int, dict[str, Any]]]:
+        """A batch's records as (index, raw), by record index; no other column is decoded."""
+
+        def read() -> list[tuple[int, dict[str, Any]]]:
+            rows = self.session.rows(self._raw_sql, (job_id, batch_id))
+            return sorted((raw_from_row(index, raw) for index, raw in rows), key=itemgetter(0))
+
+        return self.session.run(read)
+
+    def failed_page(self, job_id: str, after: int, limit: int) -> list[ProcessedRecord]:
+        """Up to ``limit`` failed or invalid records with an index above ``after``, in order."""
+        R = self.tables.records
+        query: Any = (
+            R.select(R.record_index, R.status, R.raw, R.parsed, R.errors, R.processing_error)
+            .where(R.job_id == job_id, R.status.in_(FAILED_RECORD_STATUSES), R.record_index > after)
+            .order_by(R.record_index)
+            .limit(limit)
+        )
+        sql, params = query.sql()
+        return self.session.run(
+            lambda: [record_from_row(r) for r in self.session.rows(sql, params)]
+        )
+
+    def counts(self, job_id: str) -> dict[str, int]:
+        """The job's record counts by status."""
+        R = self.tables.records
+        query: Any = (
+            R.select(R.status, pw.fn.COUNT(R.id))
+            .where(R.job_id == job_id)
+            .group_by(R.status)
+            .tuples()
+        )
+        return {str(status): int(count) for status, count in query}
+
+
+def chunked(
+    rows: Sequence[Any], max_rows: int, weigh: Callable[[Any], int]
+) -> Iterator[Sequence[Any]]:
+    """Split a bulk write to ``max_rows`` rows and a few MiB (by ``weigh``) per statement."""
+    limit = max(1, max_rows)
+    start, size = 0, 0
+    for i, row in enumerate(rows):
+        size += weigh(row)
+        if i + 1 - start >= limit or size >= CHUNK_BYTES:
+            yield rows[start : i + 1]
+            start, size = i + 1, 0
+    if start < len(rows):
+        yield rows[start:]
+
+
+def text_bytes(row: tuple[Any, ...]) -> int:
+    """The bytes of a row's text values: what weighs in a bulk statement."""
+    return sum(len(v) for v in row if isinstance(v, str))
+
+
+def record_fields(R: Any) -> list[Any]:
+    """The records model's fields in the order of a RecordRow."""
+    return [
+        R.job_id,
+        R.batch_id,
+        R.record_index,
+        R.status,
+        R.raw,
+        R.parsed,
+        R.errors,
+        R.processing_error,
+    ]
+
+
+def _unnest_params(rows: Sequence[RecordRow]) -> list[list[Any]]:
+    """The columns of ``rows`` as eight lists: a parsed form equal to the raw one is None."""
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    columns[5] = [
+        None if parsed == raw else parsed
+        for raw, parsed in zip(columns[4], columns[5], strict=True)
+    ]
+    return columns
+
+
+def _records_bytes(rows: Sequence[RecordRow]) -> int:
+    """What ``_record_bytes`` sums to over ``rows``, without a Python call per row."""
+    texts = sum(sum(map(len, map(itemgetter(c), rows))) for c in (4, 5, 6))
+    return texts + sum(map(len, filter(None, map(itemgetter(7), rows))))
+
+
+def _record_bytes(row: RecordRow) -> int:
+    # Only the JSON and text columns can be long: weigh those, not every value.
+    return len(row[4]) + len(row[5]) + len(row[6]) + len(row[7] or "")
