@@ -92,6 +92,42 @@ class _JobRow:
     distributed: bool
 
 
+def _new_batch_rows(job: JobState, existing: dict[str, _BatchRow]) -> dict[str, _BatchRow]:
+    """Rows for the job's batches that have none; an existing row is never reset."""
+    new = {b.id for b in job.batches if b.id not in existing}
+    indexes = {r.index for r in existing.values() if r.job_id == job.id}
+    clash = any(
+        (b.id in existing and existing[b.id].job_id != job.id)
+        or (b.id in new and b.index in indexes)
+        for b in job.batches
+    )
+    if (
+        clash
+        or len({b.id for b in job.batches}) != len(job.batches)
+        or len({b.index for b in job.batches}) != len(job.batches)
+    ):
+        raise InvalidInputError(
+            f"job {job.id!r}: a batch id is used by another job, or two batches share an id "
+            "or an index; batch ids are unique across all jobs"
+        )
+    return {
+        b.id: _BatchRow(
+            b.id,
+            job.id,
+            b.index,
+            status_of(BatchStatus, b.status).value,
+            b.worker_id,
+            b.claimed_at,
+            b.record_start_index or 0,
+            b.record_end_index or 0,
+            b.processed_count,
+            b.failed_count,
+        )
+        for b in job.batches
+        if b.id in new
+    }
+
+
 class InMemoryStateStore:
     """Both ports in memory, thread-safe, with the semantics of ``PeeweeStateStore``."""
 
@@ -121,37 +157,7 @@ class InMemoryStateStore:
         rows = [row for b in job.batches for row in record_rows(job.id, b.id, b.records)]
         with self._lock:
             if job.distributed:
-                new = {b.id for b in job.batches if b.id not in self._batches}
-                indexes = {r.index for r in self._batches.values() if r.job_id == job.id}
-                clash = [
-                    b.id
-                    for b in job.batches
-                    if (b.id in self._batches and self._batches[b.id].job_id != job.id)
-                    or (b.id in new and b.index in indexes)
-                ]
-                if (
-                    clash
-                    or len({b.id for b in job.batches}) != len(job.batches)
-                    or len({b.index for b in job.batches}) != len(job.batches)
-                ):
-                    raise InvalidInputError(
-                        f"job {job.id!r}: a batch id is used by another job, or two batches "
-                        "share an id or an index; batch ids are unique across all jobs"
-                    )
-                for b in job.batches:
-                    if b.id in new:
-                        self._batches[b.id] = _BatchRow(
-                            b.id,
-                            job.id,
-                            b.index,
-                            status_of(BatchStatus, b.status).value,
-                            b.worker_id,
-                            b.claimed_at,
-                            b.record_start_index or 0,
-                            b.record_end_index or 0,
-                            b.processed_count,
-                            b.failed_count,
-                        )
+                self._batches.update(_new_batch_rows(job, self._batches))
             self._jobs[job.id] = _JobRow(
                 job.id,
                 status_of(JobStatus, job.status).value,
