@@ -167,25 +167,13 @@ def open_store(args: argparse.Namespace, *, create: bool = False) -> PeeweeState
     if create:
         store.create_tables()
         return store
-    missing = missing_tables(store)
+    missing = store.missing_tables()
     if missing:
         raise CliError(
             f"{redact(url)} has no table {missing[0]}: "
             f"run `{PROG} init` (or `{PROG} migrate`) first"
         )
     return store
-
-
-def table_names(store: PeeweeStateStore) -> list[str]:
-    """The names of the store's three tables."""
-    # TODO(store): PeeweeStateStore.table_names() instead of reading the models' _meta.
-    return [model._meta.table_name for model in store.tables.all]
-
-
-def missing_tables(store: PeeweeStateStore) -> list[str]:
-    """The names of the store's tables its database lacks, in ``table_names`` order."""
-    # TODO(store): PeeweeStateStore.missing_tables(), so the CLI runs no SQL of its own.
-    return [name for name in table_names(store) if not store.database.table_exists(name)]
 
 
 def find_job(store: PeeweeStateStore, job_id: str, url: str) -> JobState:

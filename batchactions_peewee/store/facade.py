@@ -133,6 +133,18 @@ class PeeweeStateStore:
         parts.records.forget_statements()  # the column types may change
         schema.create_tables(parts.session.database, parts.tables)
 
+    def table_names(self) -> list[str]:
+        """The names of the three tables: jobs, records, batches."""
+        return [model._meta.table_name for model in self.tables.all]
+
+    def missing_tables(self) -> list[str]:
+        """The names of this store's tables that its database lacks, in ``table_names``
+        order: empty once ``create_tables()`` (or ``migrate``) has run."""
+        session = self._parts.session
+        return session.run(
+            lambda: [n for n in self.table_names() if not session.database.table_exists(n)]
+        )
+
     def drop_tables(self) -> None:
         """Drop the three tables where present (idempotent)."""
         parts = self._parts

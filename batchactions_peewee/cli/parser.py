@@ -1,0 +1,243 @@
+"""The argument parser of every command: the options shared by all, by the commands that
+read a file and by those that run workers, and the checked argument types."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+
+from .. import __version__
+from ..checks import check_id, check_table_prefix
+from ..engine.sources import FORMATS
+from ..errors import InvalidInputError
+from ..model import JobStatus
+from ..store.schema import OFFLINE_DIALECTS
+from .common import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_LEASE_TIMEOUT_MS,
+    DEFAULT_PREFIX,
+    DEFAULT_URL,
+    PROG,
+    URL_ENV,
+)
+from .job_commands import cmd_prepare, cmd_run, cmd_work
+from .report_commands import cmd_failed, cmd_jobs, cmd_reclaim, cmd_status
+from .schema_commands import cmd_init, cmd_migrate, cmd_sql
+
+
+def _whole_number(minimum: int, too_small: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {too_small}, got {value}")
+        return value
+
+    return parse
+
+
+_positive = _whole_number(1, "at least 1")
+_non_negative = _whole_number(0, "0 or more")
+
+
+def _job_id(text: str) -> str:
+    try:
+        return check_id(text, "job id")
+    except InvalidInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _table_prefix(text: str) -> str:
+    try:
+        return check_table_prefix(text)
+    except InvalidInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _common_options() -> argparse.ArgumentParser:
+    # SUPPRESS: given before or after the command, an option is set once and not reset.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--database",
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help=f"database URL, playhouse.db_url form (env {URL_ENV}; default {DEFAULT_URL})",
+    )
+    common.add_argument(
+        "--table-prefix",
+        type=_table_prefix,
+        default=argparse.SUPPRESS,
+        help=f"prefix of the table names (default {DEFAULT_PREFIX})",
+    )
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="log more, with tracebacks",
+    )
+    return common
+
+
+def _json_option(parser: argparse.ArgumentParser, text: str = "print JSON") -> None:
+    parser.add_argument("--json", action="store_true", help=text)
+
+
+def _source_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "file", metavar="FILE", help="CSV (with a header) or JSON Lines; - is stdin"
+    )
+    parser.add_argument(
+        "--format", choices=FORMATS, help="the file's format (default: from its extension)"
+    )
+    parser.add_argument("--delimiter", default=",", help="CSV delimiter (default ,)")
+    parser.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"records per batch (default {DEFAULT_BATCH_SIZE})",
+    )
+    parser.add_argument("--job-id", type=_job_id, help="the job's id (default: a new uuid)")
+    parser.add_argument(
+        "--schema", metavar="MODULE:MODEL", help="pydantic model class the records must fit"
+    )
+
+
+def _worker_options(parser: argparse.ArgumentParser, default_workers: int) -> None:
+    parser.add_argument(
+        "--processor",
+        metavar="MODULE:FUNCTION",
+        help="called as function(record, context) for each valid record "
+        "(default: none, the run only validates)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        default=default_workers,
+        help=f"worker processes on this machine (default {default_workers})",
+    )
+    parser.add_argument(
+        "--lease-timeout",
+        metavar="MS",
+        type=_positive,
+        default=DEFAULT_LEASE_TIMEOUT_MS,
+        help="a batch whose worker is silent this long is taken over "
+        f"(default {DEFAULT_LEASE_TIMEOUT_MS})",
+    )
+    parser.add_argument(
+        "--max-retries",
+        type=_non_negative,
+        default=0,
+        help="retries of a record whose processor raised (default 0)",
+    )
+    parser.add_argument(
+        "--retry-delay",
+        metavar="MS",
+        type=_non_negative,
+        default=1000,
+        help="wait before the first retry, doubled each time (default 1000)",
+    )
+    parser.add_argument(
+        "--stop-on-error",
+        action="store_true",
+        help="a failed or invalid record fails its batch and the job",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+#: Adds one command: ``command(name, handler, help text)`` returns its subparser.
+_AddCommand = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    common = _common_options()
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        parents=[common],
+        description="Batch jobs in any Peewee database, shared by many worker processes.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(
+        name: str, handler: Callable[[argparse.Namespace], int], text: str
+    ) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = commands.add_parser(
+            name, parents=[common], help=text, description=text
+        )
+        sub.set_defaults(handler=handler)
+        return sub
+
+    # In this order in --help.
+    _job_commands(command)
+    _report_commands(command)
+    _table_commands(command)
+    return parser
+
+
+def _job_commands(command: _AddCommand) -> None:
+    sub = command("run", cmd_run, "prepare FILE and process it with local worker processes")
+    _source_options(sub)
+    _worker_options(sub, default_workers=os.cpu_count() or 1)
+    _json_option(sub)
+
+    sub = command("prepare", cmd_prepare, "read FILE into a new job and print its id")
+    _source_options(sub)
+    _json_option(sub)
+
+    sub = command("work", cmd_work, "join a job as a worker (any machine that reaches the db)")
+    sub.add_argument("job_id", metavar="JOB_ID", type=_job_id)
+    sub.add_argument("--schema", metavar="MODULE:MODEL", help="pydantic model class")
+    _worker_options(sub, default_workers=1)
+    _json_option(sub)
+
+
+def _report_commands(command: _AddCommand) -> None:
+    sub = command("status", cmd_status, "a job's progress, batches and the workers' leases")
+    sub.add_argument("job_id", metavar="JOB_ID", type=_job_id)
+    sub.add_argument(
+        "--lease-timeout",
+        metavar="MS",
+        type=_positive,
+        default=DEFAULT_LEASE_TIMEOUT_MS,
+        help="leases older than this are shown as stale",
+    )
+    _json_option(sub)
+
+    sub = command("failed", cmd_failed, "export failed and invalid records with their errors")
+    sub.add_argument("job_id", metavar="JOB_ID", type=_job_id)
+    sub.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    sub.add_argument("--output", metavar="FILE", help="write here (default: stdout)")
+    _json_option(sub, "same as --format jsonl")
+
+    sub = command("reclaim", cmd_reclaim, "return batches with stale leases to PENDING")
+    sub.add_argument("job_id", metavar="JOB_ID", type=_job_id)
+    sub.add_argument(
+        "--timeout",
+        metavar="MS",
+        type=_non_negative,
+        default=DEFAULT_LEASE_TIMEOUT_MS,
+        help=f"lease age in ms (default {DEFAULT_LEASE_TIMEOUT_MS})",
+    )
+    _json_option(sub)
+
+    sub = command("jobs", cmd_jobs, "recent jobs with their status and progress")
+    sub.add_argument("--status", choices=[s.value for s in JobStatus])
+    sub.add_argument("--limit", type=_positive, default=20)
+    _json_option(sub)
+
+
+def _table_commands(command: _AddCommand) -> None:
+    sub = command("init", cmd_init, "create the tables where missing")
+    _json_option(sub)
+
+    sub = command("sql", cmd_sql, "print the tables' DDL for a dialect (no server needed)")
+    sub.add_argument("--dialect", choices=sorted(OFFLINE_DIALECTS), required=True)
+    _json_option(sub)
+
+    sub = command("migrate", cmd_migrate, "apply the pending migrations")
+    _json_option(sub)

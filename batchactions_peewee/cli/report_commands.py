@@ -1,0 +1,228 @@
+"""The commands that report on jobs: ``status`` (progress, batches, the workers' leases),
+``failed`` (an export of failed and invalid records), ``jobs`` (recent jobs); and
+``reclaim``, which gives stale leases back to the other workers."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from typing import IO, Any
+
+from ..model import JobState, JobStatus, ProcessedRecord
+from ..store import PeeweeStateStore
+from .common import PROG, CliError, database_url, find_job, open_store
+from .render import cell, duration, print_json, print_rows, record_error, when
+
+
+def _status_report(store: PeeweeStateStore, job: JobState, lease_timeout_ms: int) -> dict[str, Any]:
+    progress = store.get_progress(job.id)
+    now = store.now()
+    done = progress.processed_records + progress.failed_records
+    remaining = None
+    if job.status == JobStatus.PROCESSING and done and progress.pending_records:
+        remaining = int(progress.elapsed_ms / done * progress.pending_records)
+    leases = [
+        {
+            "workerId": b.worker_id,
+            "batchIndex": b.index,
+            "batchId": b.id,
+            "claimedAt": b.claimed_at,
+            "heldMs": max(0, now - b.claimed_at) if b.claimed_at is not None else None,
+            "stale": b.claimed_at is None or now - b.claimed_at > lease_timeout_ms,
+        }
+        for b in job.batches
+        if b.status.value == "PROCESSING"
+    ]
+    return {
+        "jobId": job.id,
+        "status": job.status.value,
+        "source": (job.config.model_extra or {}).get("source"),
+        "startedAt": job.started_at,
+        "completedAt": job.completed_at,
+        "durationMs": (
+            job.completed_at - job.started_at
+            if job.completed_at is not None and job.started_at is not None
+            else None
+        ),
+        "progress": progress.model_copy(update={"estimated_remaining_ms": remaining}).model_dump(
+            by_alias=True
+        ),
+        "records": store.record_counts(job.id),
+        "batches": dict(Counter(b.status.value for b in job.batches)),
+        "leases": leases,
+    }
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show a job's progress, its batches by status and the workers holding leases."""
+    store = open_store(args)
+    job = find_job(store, args.job_id, database_url(args))
+    report = _status_report(store, job, args.lease_timeout)
+    if args.json:
+        print_json(report)
+        return 0
+    p, records = report["progress"], report["records"]
+    eta = p["estimatedRemainingMs"]
+    print_rows(
+        [
+            ["job", report["jobId"]],
+            ["status", report["status"]],
+            ["source", report["source"] or "-"],
+            ["started", when(report["startedAt"])],
+            ["completed", when(report["completedAt"])],
+            ["progress", f"{p['percentage']}% of {p['totalRecords']} records"],
+            ["processed", p["processedRecords"]],
+            ["invalid", records.get("invalid", 0)],
+            ["failed", records.get("failed", 0)],
+            ["pending", p["pendingRecords"]],
+            [
+                "batches",
+                ", ".join(f"{n} {s}" for s, n in sorted(report["batches"].items())) or "none",
+            ],
+            ["took", duration(report["durationMs"])]
+            if report["durationMs"] is not None
+            else [
+                "elapsed",
+                duration(p["elapsedMs"]) + (f", about {duration(eta)} left" if eta else ""),
+            ],
+        ]
+    )
+    if report["leases"]:
+        print()
+        rows: list[list[object]] = [["worker", "batch", "held for", ""]]
+        for lease in report["leases"]:
+            held = duration(lease["heldMs"]) if lease["heldMs"] is not None else "-"
+            stale = f"stale: `{PROG} reclaim {report['jobId']}`" if lease["stale"] else ""
+            rows.append([lease["workerId"], lease["batchIndex"], held, stale])
+        print_rows(rows)
+    return 0
+
+
+def cmd_failed(args: argparse.Namespace) -> int:
+    """Export a job's failed and invalid records with their errors (CSV or JSON Lines)."""
+    store = open_store(args)
+    find_job(store, args.job_id, database_url(args))
+    file_format = "jsonl" if args.json else args.format
+    out: IO[str]
+    if args.output:
+        try:
+            out = open(args.output, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        except OSError as exc:
+            raise CliError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+    else:
+        out = sys.stdout
+    try:
+        if file_format == "csv":
+            count = _write_failed_csv(store, args.job_id, out)
+        else:
+            count = _write_failed_jsonl(store, args.job_id, out)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    if args.output:
+        print(f"wrote {count} failed records to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _write_failed_csv(store: PeeweeStateStore, job_id: str, out: IO[str]) -> int:
+    # Two passes, so the header can hold every column any failed record has while the
+    # records themselves are only ever read a page at a time.
+    columns: dict[str, None] = {}
+    for record in failed_records(store, job_id):
+        columns.update(dict.fromkeys(record.raw))
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["recordIndex", "status", "error", *columns])
+    count = 0
+    for record in failed_records(store, job_id):
+        values = [cell(record.raw.get(c)) for c in columns]
+        writer.writerow([record.index, record.status.value, record_error(record), *values])
+        count += 1
+    return count
+
+
+def _write_failed_jsonl(store: PeeweeStateStore, job_id: str, out: IO[str]) -> int:
+    count = 0
+    for record in failed_records(store, job_id):
+        line = {
+            "recordIndex": record.index,
+            "status": record.status.value,
+            "error": record_error(record),
+            "errors": [e.to_json_dict() for e in record.errors],
+            "processingError": record.processing_error,
+            "raw": record.raw,
+        }
+        out.write(json.dumps(line, ensure_ascii=False) + "\n")
+        count += 1
+    return count
+
+
+def cmd_reclaim(args: argparse.Namespace) -> int:
+    """Return batches whose lease is older than ``--timeout`` ms to PENDING."""
+    store = open_store(args)
+    find_job(store, args.job_id, database_url(args))
+    reclaimed = store.reclaim_stale_batches(args.job_id, args.timeout)
+    if args.json:
+        print_json({"jobId": args.job_id, "timeoutMs": args.timeout, "reclaimed": reclaimed})
+    else:
+        print(f"reclaimed {reclaimed} batch(es) of job {args.job_id}")
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    """List recent jobs with their status and progress."""
+    store = open_store(args)
+    jobs = store.list_jobs(status=args.status, limit=args.limit)
+    listed: list[dict[str, Any]] = []
+    for job in jobs:
+        progress = store.get_progress(job.id)
+        listed.append(
+            {
+                "jobId": job.id,
+                "status": job.status.value,
+                "source": (job.config.model_extra or {}).get("source"),
+                "totalRecords": progress.total_records,
+                "processedRecords": progress.processed_records,
+                "failedRecords": progress.failed_records,
+                "percentage": progress.percentage,
+                "startedAt": job.started_at,
+                "completedAt": job.completed_at,
+            }
+        )
+    if args.json:
+        print_json(listed)
+        return 0
+    if not listed:
+        print("no jobs")
+        return 0
+    rows: list[list[object]] = [["job", "status", "records", "done", "failed", "started", "source"]]
+    for j in listed:
+        rows.append(
+            [
+                j["jobId"],
+                j["status"],
+                j["totalRecords"],
+                f"{j['percentage']}%",
+                j["failedRecords"],
+                when(j["startedAt"]),
+                j["source"] or "",
+            ]
+        )
+    print_rows(rows)
+    return 0
+
+
+def failed_records(
+    store: PeeweeStateStore, job_id: str, page: int = 500
+) -> Iterator[ProcessedRecord]:
+    """The job's failed and invalid records by index, read a page at a time."""
+    after = -1
+    while True:
+        records = store.get_failed_records_page(job_id, after_index=after, limit=page)
+        yield from records
+        if len(records) < page:
+            return
+        after = records[-1].index

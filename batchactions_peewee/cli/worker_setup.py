@@ -1,0 +1,76 @@
+"""The CLI's side of a worker process: ``worker_settings`` builds the pool's
+``WorkerSettings`` from the options, out of ``functools.partial`` objects of the
+module-level functions here, which the spawned process calls to open its own database
+from the URL, import the user's code, configure logging and word its error."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+from collections.abc import Iterator
+
+import pydantic
+
+from ..engine.pool import WorkerSettings
+from ..engine.sources import with_source_errors
+from ..store import PeeweeStateStore
+from .common import (
+    CliError,
+    configure_logging,
+    database_url,
+    first_line,
+    load_processor,
+    load_schema,
+    open_database,
+    scrub,
+    table_prefix,
+)
+
+
+@contextlib.contextmanager
+def open_worker_store(url: str, prefix: str) -> Iterator[PeeweeStateStore]:
+    """A store on a connection of this process's own, closed on exit."""
+    database = open_database(url, must_exist=True)
+    try:
+        yield PeeweeStateStore(database, table_prefix=prefix)
+    finally:
+        database.close()
+
+
+def load_worker_schema(spec: str | None) -> type[pydantic.BaseModel]:
+    """The ``--schema`` model, which also turns the file's unreadable rows invalid."""
+    return with_source_errors(load_schema(spec))
+
+
+def describe_worker_error(url: str, exc: Exception) -> str:
+    """A :class:`CliError` as it is; anything else as its type and first line, without
+    the URL's passwords."""
+    if isinstance(exc, CliError):
+        return str(exc)
+    return scrub(f"{type(exc).__name__}: {first_line(exc)}", url)
+
+
+def check_code(args: argparse.Namespace) -> None:
+    # Imported here once, so a bad --processor or --schema is a usage error before a job
+    # is prepared or a worker process starts.
+    load_processor(args.processor)
+    load_schema(args.schema)
+
+
+def worker_settings(args: argparse.Namespace, job_id: str) -> WorkerSettings:
+    """What the worker processes of ``run`` and ``work`` get, once the code is checked."""
+    check_code(args)
+    url = database_url(args)
+    return WorkerSettings(
+        job_id=job_id,
+        open_store=functools.partial(open_worker_store, url, table_prefix(args)),
+        load_processor=functools.partial(load_processor, args.processor),
+        load_schema=functools.partial(load_worker_schema, args.schema),
+        continue_on_error=not args.stop_on_error,
+        max_retries=args.max_retries,
+        retry_delay_ms=args.retry_delay,
+        lease_timeout_ms=args.lease_timeout,
+        setup=functools.partial(configure_logging, args.verbose),
+        describe_error=functools.partial(describe_worker_error, url),
+    )
