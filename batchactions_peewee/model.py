@@ -149,7 +149,7 @@ def trusted_record(
 
     Equal to ``ProcessedRecord(...)`` of the same values, with the same fields marked as
     set (the unit tests check both, and that the model has no validator or
-    post-init hook this would skip), in half the time; ``raw``/``parsed`` are kept as
+    post-init hook this would skip), without validation's cost; ``raw``/``parsed`` are kept as
     given, not copied. Sets what pydantic's own ``model_construct`` sets, without its
     per-field loop (which is slower than validating).
     """

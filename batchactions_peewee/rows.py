@@ -136,7 +136,7 @@ def pending_rows(
     """Rows for source records not processed yet: indexes from ``first_index`` on, status
     pending, the dict as both raw and parsed form. ``prepare_job``'s bulk path: the rows
     ``record_rows`` would make of the same ProcessedRecords, with the same checks, without
-    building a model per record (that cost a third of prepare's time)."""
+    building a model per record (most of prepare's own time)."""
     check_id(job_id, "job id")
     check_id(batch_id, "batch id")
     if not isinstance(records, Sequence):
@@ -177,7 +177,7 @@ def record_from_row(row: tuple[Any, ...]) -> ProcessedRecord:
         and (processing_error is None or type(processing_error) is str)
     ):
         # Every value has its field's type (JSON object keys are strings): validation
-        # would only copy the dicts (it took a third of a worker's reads).
+        # would only copy the dicts.
         return trusted_record(int(index), raw_value, parsed_value, member, processing_error)
     return ProcessedRecord(
         index=int(index),
