@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 
@@ -14,6 +15,7 @@ from hypothesis import HealthCheck, settings
 from batchactions_peewee import InMemoryStateStore, PeeweeStateStore
 
 from .backends import ENV, EXAMPLE_URL, IN_CI, fresh_server_database, open_database, server_url
+from .interop_fixtures import FIXTURES_DIR
 
 settings.register_profile(
     "ci",
@@ -45,13 +47,37 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"CI=true but {', '.join(missing)} not set: refusing to skip")
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+def _skip_group(reason: str) -> str:
+    """What a skip comes down to: a server not configured, the Node fixtures missing, or
+    else the reason as the test gave it."""
     for kind in SERVER_KINDS:
-        if not server_url(kind):
-            terminalreporter.write_line(
-                f"NOTE: every {kind} test was SKIPPED: set {ENV[kind]} (e.g. {EXAMPLE_URL[kind]})",
-                yellow=True,
-            )
+        if ENV[kind] in reason:
+            return f"tests: {kind} (set {ENV[kind]}, e.g. {EXAMPLE_URL[kind]})"
+    if str(FIXTURES_DIR) in reason:
+        return (
+            f"interop tests: no Node fixtures in {FIXTURES_DIR} (a shared/ folder beside the clone)"
+        )
+    return f"tests: {reason}"
+
+
+# Outermost wrapper (tryfirst), so the grouped skips print after pytest's short test summary.
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> Iterator[None]:
+    """End the run with one line per reason tests were skipped, instead of one per test."""
+    yield
+    reasons = Counter(
+        _skip_group(_skip_reason(r)) for r in terminalreporter.stats.get("skipped", [])
+    )
+    if reasons:
+        terminalreporter.write_sep("=", "skipped, by reason", yellow=True)
+    for group, count in reasons.most_common():
+        terminalreporter.write_line(f"skipped {count} {group}", yellow=True)
 
 
 @pytest.fixture(scope="session")
