@@ -81,7 +81,10 @@ MUTANTS: list[tuple[str, str, str, str, str | None, str | None, str | None]] = [
 
 def run_tests(root: pathlib.Path) -> tuple[int, list[str]]:
     env = dict(os.environ, PYTHONPATH=str(root))
+    # The statement snapshots catch any edit of a statement: leave them out, so that what
+    # is counted is a test of behaviour failing.
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"]
+    command += ["-k", "not render_as_their_snapshot"]
     done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
     failed = [
         line.split(" - ")[0] for line in done.stdout.splitlines() if line.startswith("FAILED")

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 
-import peewee as pw
 import pytest
 from hypothesis import HealthCheck, settings
 
 from batchactions_peewee import InMemoryStateStore, PeeweeStateStore
 
-from .backends import ENV, EXAMPLE_URL, IN_CI, fresh_server_database, open_database, server_url
-from .interop_fixtures import FIXTURES_DIR
+from .support.backends import ENV, EXAMPLE_URL, IN_CI, fresh_server_database, server_url
+from .support.interop import FIXTURES_DIR
+from .support.stores import ALL_BACKENDS, PEEWEE_BACKENDS, SERVER_KINDS, Store, make_store
 
 settings.register_profile(
     "ci",
@@ -32,13 +31,6 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if IN_CI else "dev"))
-
-SERVER_KINDS = ("mysql", "postgres")
-PEEWEE_BACKENDS = ("sqlite", *SERVER_KINDS)
-ALL_BACKENDS = ("memory", *PEEWEE_BACKENDS)
-_prefixes = itertools.count()
-
-Store = InMemoryStateStore | PeeweeStateStore
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -105,19 +97,6 @@ def url_for(
         return server_urls[kind]
 
     return url
-
-
-def new_prefix() -> str:
-    """A table prefix no other test of this session uses."""
-    return f"t{os.getpid()}_{next(_prefixes)}_"
-
-
-def make_store(url: str, **kwargs: object) -> tuple[PeeweeStateStore, pw.Database]:
-    """A store with fresh tables on ``url``, and its database."""
-    database = open_database(url)
-    store = PeeweeStateStore(database, table_prefix=new_prefix(), **kwargs)  # type: ignore[arg-type]
-    store.create_tables()
-    return store, database
 
 
 def _store(kind: str, url_for: Callable[[str], str]) -> Iterator[Store]:

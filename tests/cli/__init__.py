@@ -1,0 +1,1 @@
+"""The command line, run in subprocesses as a user runs it."""

@@ -1,0 +1,2 @@
+"""Contract tests: the same assertions on every backend, through the ``store`` and
+``peewee_store`` fixtures (InMemoryStateStore, SQLite, MySQL/MariaDB, PostgreSQL)."""

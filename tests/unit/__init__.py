@@ -1,0 +1,1 @@
+"""Unit tests: pure code (models, sources, rendered statements), no database server."""
