@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import re
 from collections import Counter
+from collections.abc import Iterable
 from typing import TypeVar
 
 from .errors import (
@@ -170,6 +171,26 @@ def check_job(job: JobState) -> None:
         check_count(batch.index, "batch index")
         if batch.worker_id is not None:
             check_worker_id(batch.worker_id)
+
+
+#: What ``purge_jobs`` deletes unless told otherwise.
+PURGEABLE = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.ABORTED)
+
+
+def check_purge(older_than_ms: object, statuses: Iterable[JobStatus | str]) -> list[str]:
+    """``purge_jobs``' arguments: an age that fits, and statuses a purge may take (never
+    PROCESSING or PAUSED: their workers may be running). Returns the statuses' values."""
+    check_count(older_than_ms, "older_than_ms", MAX_BIGINT // 2)
+    wanted = sorted({status_of(JobStatus, s).value for s in statuses})
+    if not wanted:
+        raise InvalidInputError("statuses must name at least one job status")
+    running = [s for s in wanted if s in (JobStatus.PROCESSING.value, JobStatus.PAUSED.value)]
+    if running:
+        raise InvalidInputError(
+            f"purge_jobs never deletes {' or '.join(running)} jobs: their workers may be "
+            "running (abort them first)"
+        )
+    return wanted
 
 
 def check_final_status(status: BatchStatus | str) -> BatchStatus:

@@ -14,8 +14,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import codec
-from .checks import MAX_BIGINT, check_count, check_id, check_worker_id, parse_job_status, status_of
-from .errors import InvalidInputError, JobNotFoundError
+from .checks import (
+    MAX_BIGINT,
+    PURGEABLE,
+    check_count,
+    check_id,
+    check_purge,
+    check_worker_id,
+    parse_job_status,
+    status_of,
+)
+from .errors import InvalidInputError
 from .model import (
     FAILED_RECORD_STATUSES,
     PENDING_RECORD_STATUSES,
@@ -35,6 +44,7 @@ from .model import (
     ProcessedRecord,
     RecordStatus,
     distributed_status_of,
+    no_progress,
     progress_from_records,
     progress_of,
 )
@@ -90,6 +100,11 @@ class _JobRow:
     started_at: int | None
     completed_at: int | None
     distributed: bool
+
+    @property
+    def finished_at(self) -> int | None:
+        """When the job ended, else when it started: the age purge_jobs goes by."""
+        return self.completed_at if self.completed_at is not None else self.started_at
 
 
 def _new_batch_rows(job: JobState, existing: dict[str, _BatchRow]) -> dict[str, _BatchRow]:
@@ -149,6 +164,12 @@ class InMemoryStateStore:
 
     def _close_connection(self) -> None:
         """Nothing to close: no connections."""
+
+    def _job_status(self, job_id: str) -> JobStatus | None:
+        check_id(job_id, "job id")
+        with self._lock:
+            job = self._jobs.get(job_id)
+            return None if job is None else JobStatus(job.status)
 
     # -- StateStore ---------------------------------------------------------------------
 
@@ -211,9 +232,7 @@ class InMemoryStateStore:
                 b.version += 1
             job = self._jobs.get(job_id)
             if job is None:
-                if changed:
-                    return
-                raise JobNotFoundError(f"job {job_id!r} does not exist")
+                return  # as the reference adapters: nothing to update
             batches = codec.loads(job.batches)
             if not set_batch_in_list(batches, batch_id, status, processed, failed):
                 if changed:
@@ -252,7 +271,7 @@ class InMemoryStateStore:
         with self._lock:
             row = self._jobs.get(job_id)
             if row is None:
-                raise JobNotFoundError(f"job {job_id!r} does not exist")
+                return no_progress()
             batches = self._job_batches(job_id) if row.distributed else []
             if batches:
                 # As PeeweeStateStore: a distributed job's counts are its batches' counters.
@@ -363,7 +382,8 @@ class InMemoryStateStore:
         r = reservation
         with self._lock:
             b = self._held(r.job_id, r.batch_id, r.worker_id, r.version)
-            if b is None:
+            job = self._jobs.get(r.job_id)
+            if b is None or (job is not None and job.status == JobStatus.ABORTED.value):
                 return False
             now = self.now()
             b.claimed_at = (
@@ -467,12 +487,60 @@ class InMemoryStateStore:
     def get_distributed_status(self, job_id: str) -> DistributedJobStatus:
         check_id(job_id, "job id")
         with self._lock:
-            if job_id not in self._jobs and not self._job_batches(job_id):
-                raise JobNotFoundError(f"job {job_id!r} does not exist")
             counts: dict[str, int] = {}
             for b in self._job_batches(job_id):
                 counts[b.status] = counts.get(b.status, 0) + 1
         return distributed_status_of(job_id, counts)
+
+    # -- the job's lifecycle --------------------------------------------------------------
+
+    def pause_job(self, job_id: str) -> bool:
+        """PROCESSING -> PAUSED; True only for the caller that moved it."""
+        return self._move(job_id, (JobStatus.PROCESSING,), JobStatus.PAUSED)
+
+    def resume_job(self, job_id: str) -> bool:
+        """PAUSED -> PROCESSING; True only for the caller that moved it."""
+        return self._move(job_id, (JobStatus.PAUSED,), JobStatus.PROCESSING)
+
+    def abort_job(self, job_id: str) -> bool:
+        """CREATED, PROCESSING or PAUSED -> ABORTED, with ``completed_at``; final."""
+        movable = (JobStatus.CREATED, JobStatus.PROCESSING, JobStatus.PAUSED)
+        return self._move(job_id, movable, JobStatus.ABORTED)
+
+    def _move(self, job_id: str, movable: tuple[JobStatus, ...], to: JobStatus) -> bool:
+        check_id(job_id, "job id")
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.status not in {s.value for s in movable}:
+                return False
+            job.status = to.value
+            if to == JobStatus.ABORTED:
+                job.completed_at = self.now()
+                batches = [b.to_batch() for b in self._job_batches(job_id)]
+                if batches:
+                    job.batches = codec.dumps([batch_json(b) for b in batches])
+            return True
+
+    def purge_jobs(
+        self, *, older_than_ms: int, statuses: Iterable[JobStatus | str] = PURGEABLE
+    ) -> int:
+        """Delete the jobs in ``statuses`` finished (CREATED: started) more than
+        ``older_than_ms`` ago, with their records and batches; return how many."""
+        doomed = self.purge_candidates(older_than_ms=older_than_ms, statuses=statuses)
+        return sum(self.delete_job(job_id) for job_id in doomed)
+
+    def purge_candidates(
+        self, *, older_than_ms: int, statuses: Iterable[JobStatus | str] = PURGEABLE
+    ) -> list[str]:
+        """The ids of the jobs ``purge_jobs`` would delete now, by id."""
+        wanted = check_purge(older_than_ms, statuses)
+        cutoff = self.now() - older_than_ms
+        with self._lock:
+            return sorted(
+                j.id
+                for j in self._jobs.values()
+                if j.status in wanted and j.finished_at is not None and j.finished_at < cutoff
+            )
 
     # -- beyond the ports -----------------------------------------------------------------
 

@@ -325,6 +325,13 @@ def progress_of(
     )
 
 
+def no_progress() -> JobProgress:
+    """The progress of a job that does not exist: all zeros, as the reference adapters say."""
+    return progress_of(
+        total=0, processed=0, failed=0, completed_batches=0, total_batches=0, started_at=None, now=0
+    )
+
+
 def progress_from_records(job: JobState, counts: dict[str, int], now: int) -> JobProgress:
     """Progress of a job whose batches live in its JSON list, from record counts by status."""
     return progress_of(

@@ -19,6 +19,7 @@ from .model import (
     DistributedJobStatus,
     JobProgress,
     JobState,
+    JobStatus,
     Processed,
     ProcessedRecord,
 )
@@ -108,6 +109,9 @@ class WorkerIO(Protocol):
 
     def _release_reservation(self, reservation: BatchReservation) -> bool:
         """``release_batch`` fenced by the reservation's version; True if it still held."""
+
+    def _job_status(self, job_id: str) -> JobStatus | None:
+        """The job's status alone (None: no such job), without reading its batches."""
 
     def _close_connection(self) -> None:
         """Close the calling thread's connection, if the store keeps one per thread."""

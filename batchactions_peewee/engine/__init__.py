@@ -9,7 +9,10 @@ from .events import (
     BatchFailed,
     BatchResult,
     EventHandler,
+    JobAborted,
     JobCompleted,
+    JobPaused,
+    JobResumed,
     LeaseLost,
     ProcessingContext,
     RecordFailed,
@@ -17,6 +20,7 @@ from .events import (
     WorkerSummary,
 )
 from .prepare import PrepareResult, prepare_job
+from .retry import PreviewResult, prepare_retry_job, preview_records
 from .worker import Worker, default_worker_id
 
 __all__ = [
@@ -25,9 +29,13 @@ __all__ = [
     "BatchFailed",
     "BatchResult",
     "EventHandler",
+    "JobAborted",
     "JobCompleted",
+    "JobPaused",
+    "JobResumed",
     "LeaseLost",
     "PrepareResult",
+    "PreviewResult",
     "ProcessingContext",
     "RecordFailed",
     "Worker",
@@ -35,4 +43,6 @@ __all__ = [
     "WorkerSummary",
     "default_worker_id",
     "prepare_job",
+    "prepare_retry_job",
+    "preview_records",
 ]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from ..model import (
     BatchReservation,
     ClaimFailureReason,
+    JobProgress,
     JobStatus,
     ProcessedRecord,
     RecordStatus,
@@ -40,8 +41,9 @@ class BatchResult:
     count as failed; nothing is written when the lease was lost). ``job_complete`` is True
     when every batch of the job is COMPLETED or FAILED (or the job had none and is done).
     ``retries`` counts processor retries, ``lease_lost`` says the batch was given up because
-    another worker may own it, ``finalized`` that this call finalized the job, and
-    ``reason`` why nothing was claimed.
+    another worker may own it, ``finalized`` that this call finalized the job, ``reason``
+    why nothing was claimed, and ``aborted`` that the job was aborted while the batch was
+    in hand (it was given back, nothing written).
     """
 
     claimed: bool
@@ -55,6 +57,7 @@ class BatchResult:
     lease_lost: bool = False
     finalized: bool = False
     reason: ClaimFailureReason | None = None
+    aborted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +65,10 @@ class WorkerSummary:
     """The outcome of ``Worker.run``: batches written, records processed and failed by this
     worker, and whether it was the one worker that finalized the job; ``retries`` (processor
     retries), ``leases_lost`` (batches abandoned because another worker took them) and
-    ``store_errors`` (database failures the run outlived: see ``Worker.run``)."""
+    ``store_errors`` (database failures the run outlived: see ``Worker.run``). ``stopped``
+    says why ``run`` returned: ``"done"`` (nothing left for this worker: the job is
+    finished, or not claimable for another reason than a pause), ``"aborted"``, ``"limit"``
+    (``max_batches`` or ``max_duration_ms`` reached) or ``"stopped"`` (``stop()``)."""
 
     job_id: str
     worker_id: str
@@ -73,6 +79,7 @@ class WorkerSummary:
     retries: int = 0
     leases_lost: int = 0
     store_errors: int = 0
+    stopped: str = "done"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +98,18 @@ class BatchClaimed(WorkerEvent):
     batch_index: int
     record_start_index: int
     record_end_index: int
+
+    @staticmethod
+    def of(res: BatchReservation, worker_id: str) -> BatchClaimed:
+        """The event of ``res``, just claimed by ``worker_id``."""
+        return BatchClaimed(
+            res.job_id,
+            worker_id,
+            res.batch_id,
+            res.batch_index,
+            res.record_start_index,
+            res.record_end_index,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +167,34 @@ class JobCompleted(WorkerEvent):
     processed: int
     failed: int
     elapsed_ms: int
+
+    @staticmethod
+    def of(job_id: str, worker_id: str, status: JobStatus, progress: JobProgress) -> JobCompleted:
+        """The event of ``job_id``, finalized by ``worker_id``, as ``progress`` reports it."""
+        return JobCompleted(
+            job_id,
+            worker_id,
+            status,
+            progress.total_records,
+            progress.processed_records,
+            progress.failed_records,
+            progress.elapsed_ms,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class JobPaused(WorkerEvent):
+    """The job was paused: the worker waits, claiming nothing, until it is resumed."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobResumed(WorkerEvent):
+    """The paused job is PROCESSING again: the worker claims batches again."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobAborted(WorkerEvent):
+    """The job was aborted: the worker gave back any batch in hand and returns."""
 
 
 EventHandler = Callable[[WorkerEvent], object]

@@ -12,6 +12,7 @@ from ..errors import InvalidValueError
 from ..model import (
     BatchReservation,
     BatchStatus,
+    JobStatus,
     Processed,
     ProcessedRecord,
     RecordStatus,
@@ -78,6 +79,10 @@ class PortsOnly:
         r = reservation
         self.store.release_batch(r.job_id, r.batch_id, r.worker_id)
         return True
+
+    def _job_status(self, job_id: str) -> JobStatus | None:
+        job = self.store.get_job_state(job_id)
+        return None if job is None else JobStatus(job.status)
 
     def _close_connection(self) -> None:
         """The port has no connections to close."""

@@ -48,7 +48,8 @@ class WorkerSettings:
     or a ``functools.partial`` of one, and each runs in the worker process. ``setup`` runs
     first (e.g. to configure logging); ``open_store`` gives the store, closed on exit;
     ``load_processor`` and ``load_schema`` give the ``Worker``'s processor and schema;
-    ``describe_error`` is the one-line text of an error that stopped the worker.
+    ``describe_error`` is the one-line text of an error that stopped the worker;
+    ``max_batches`` and ``max_duration_ms`` are each worker's ``run`` limits.
     """
 
     job_id: str
@@ -61,6 +62,8 @@ class WorkerSettings:
     lease_timeout_ms: int
     setup: Callable[[], object] = _nothing
     describe_error: Callable[[Exception], str] = _describe
+    max_batches: int | None = None
+    max_duration_ms: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +107,12 @@ def _run_worker(settings: WorkerSettings, stop: Any) -> dict[str, Any]:
             worker.stop()
 
         threading.Thread(target=stop_when_asked, daemon=True).start()
-        return dataclasses.asdict(worker.run(settings.job_id))
+        summary = worker.run(
+            settings.job_id,
+            max_batches=settings.max_batches,
+            max_duration_ms=settings.max_duration_ms,
+        )
+        return dataclasses.asdict(summary)
 
 
 def run_workers(

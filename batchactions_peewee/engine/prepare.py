@@ -66,7 +66,12 @@ def prepare_job(
     job_config = _job_config(config, batch_size, check_schema(schema))
     if store.get_job_state(job_id) is not None:
         raise JobExistsError(f"job {job_id!r} already exists")
-    store.save_job_state(JobState(id=job_id, config=job_config, status=JobStatus.CREATED))
+    # started_at: when preparation began, so that a job left CREATED by a killed prepare
+    # has an age (purge_jobs); the final write sets it to when the job became PROCESSING.
+    created = JobState(
+        id=job_id, config=job_config, status=JobStatus.CREATED, started_at=_now(store)
+    )
+    store.save_job_state(created)
     try:
         batches, total = _write_batches(store, job_id, records, batch_size)
         now = _now(store)

@@ -36,7 +36,10 @@ from .events import (
     BatchClaimed,
     BatchResult,
     EventHandler,
+    JobAborted,
     JobCompleted,
+    JobPaused,
+    JobResumed,
     LeaseLost,
     WorkerEvent,
     WorkerSummary,
@@ -66,10 +69,12 @@ class _Tally:
     leases_lost: int = 0
     store_errors: int = 0
     finalized: bool = False
+    stopped: str = "done"
+    paused: bool = False  # the job was seen PAUSED and has not been seen resumed since
 
     def add(self, result: BatchResult) -> None:
         self.finalized = self.finalized or result.finalized
-        if not result.claimed:
+        if not result.claimed or result.aborted:
             return
         if result.lease_lost:
             self.leases_lost += 1
@@ -78,6 +83,27 @@ class _Tally:
         self.processed += result.processed_count
         self.failed += result.failed_count
         self.retries += result.retries
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """When ``run`` stops at a batch boundary, for cron and serverless runs."""
+
+    max_batches: int | None
+    deadline: float | None  # time.monotonic()
+
+    @staticmethod
+    def of(max_batches: int | None, max_duration_ms: int | None) -> _Limits:
+        for value, what in ((max_batches, "max_batches"), (max_duration_ms, "max_duration_ms")):
+            if value is not None and (_non_negative(value, what) == 0):
+                raise InvalidValueError(f"{what} must be positive, got 0")
+        deadline = None if max_duration_ms is None else time.monotonic() + max_duration_ms / 1000
+        return _Limits(max_batches, deadline)
+
+    def reached(self, batches: int) -> bool:
+        return (self.max_batches is not None and batches >= self.max_batches) or (
+            self.deadline is not None and time.monotonic() >= self.deadline
+        )
 
 
 class Worker:
@@ -147,17 +173,29 @@ class Worker:
 
     # -- public ---------------------------------------------------------------------------
 
-    def run(self, job_id: str) -> WorkerSummary:
+    def run(
+        self,
+        job_id: str,
+        *,
+        max_batches: int | None = None,
+        max_duration_ms: int | None = None,
+    ) -> WorkerSummary:
         """Process batches of ``job_id`` until none is left, then finalize the job.
 
         When no batch is PENDING, stale batches (lease older than ``lease_timeout_ms``) are
         reclaimed and processed. While other workers still hold live batches the worker
         waits, polling, so that it can take over a batch whose worker dies; it returns once
-        every batch is COMPLETED or FAILED, when the job is not PROCESSING (not prepared
-        yet, paused, finished), or after ``stop()``. Raises JobNotFoundError for an unknown
-        job. The job is finalized (exactly once, by ``try_finalize_job``) by the first worker
-        whose claim finds no batch left once every batch is done, or as a run returns; a job
-        whose last worker died in between stays PROCESSING until any worker runs it again.
+        every batch is COMPLETED or FAILED, when the job is aborted, finished or not
+        claimable (not prepared yet), once ``max_batches`` batches are done or
+        ``max_duration_ms`` has passed (checked between batches), or after ``stop()``:
+        ``WorkerSummary.stopped`` says which. While the job is PAUSED the worker waits,
+        claiming nothing, and goes on within a poll interval of ``resume_job``. When the job
+        is aborted, the batch in hand is given back before its next record (the abort is
+        noticed at the next lease renewal at the latest). Raises JobNotFoundError for an
+        unknown job. The job is finalized (exactly once, by ``try_finalize_job``) by the
+        first worker whose claim finds no batch left once every batch is done, or as a run
+        returns; a job whose last worker died in between stays PROCESSING until any worker
+        runs it again.
 
         A database failure that the store's own retries could not cure (the server gone
         for longer than they last, say) does not end the run: the batch in hand is
@@ -168,13 +206,17 @@ class Worker:
         of the query itself (constraint, syntax, data) are raised at once.
         """
         check_id(job_id, "job id")
+        limits = _Limits.of(max_batches, max_duration_ms)
         tally = _Tally()
         in_a_row = 0
         try:
             while True:
                 try:
-                    if self._stopping.is_set() or self._step(job_id, tally):
-                        tally.finalized = self._finalize(job_id) or tally.finalized
+                    if self._stopping.is_set():
+                        tally.stopped = "stopped"
+                    if self._stopping.is_set() or self._step(job_id, tally, limits):
+                        if tally.stopped != "aborted":
+                            tally.finalized = self._finalize(job_id) or tally.finalized
                         break
                     in_a_row = 0
                 except StoreUnavailable as exc:
@@ -199,17 +241,26 @@ class Worker:
             retries=tally.retries,
             leases_lost=tally.leases_lost,
             store_errors=tally.store_errors,
+            stopped=tally.stopped,
         )
 
-    def _step(self, job_id: str, tally: _Tally) -> bool:
-        """One round of ``run``: process a batch, or wait for other workers' batches; True
-        once the job needs nothing more from this worker."""
+    def _step(self, job_id: str, tally: _Tally, limits: _Limits) -> bool:
+        """One round of ``run``: process a batch, or wait for other workers' batches or for
+        a paused job; True once the job needs nothing more from this worker."""
+        if limits.reached(tally.batches + tally.leases_lost):
+            tally.stopped = "limit"
+            return True
         result = self._next(job_id, report=False)
         tally.add(result)
+        if result.aborted:
+            return self._aborted(job_id, tally)
+        if result.reason == ClaimFailureReason.JOB_NOT_PROCESSING:
+            return self._not_processing(job_id, tally)
+        if tally.paused:
+            tally.paused = False
+            self._emit(JobResumed(job_id, self.worker_id))
         if result.claimed:
             return False
-        if result.reason == ClaimFailureReason.JOB_NOT_PROCESSING:
-            return True
         status = self.store.get_distributed_status(job_id)
         if status.pending_batches:
             return False
@@ -218,6 +269,27 @@ class Worker:
         # Other workers hold live batches: wait for them to finish or go stale.
         self._stopping.wait(self._poll_interval_s)
         return False
+
+    def _not_processing(self, job_id: str, tally: _Tally) -> bool:
+        # Claims answer JOB_NOT_PROCESSING for every status but PROCESSING: only a pause
+        # is waited out.
+        status = worker_io(self.store)._job_status(job_id)
+        if status == JobStatus.ABORTED:
+            return self._aborted(job_id, tally)
+        if status != JobStatus.PAUSED:
+            return True
+        if not tally.paused:
+            tally.paused = True
+            logger.info("job %s is paused; worker %s waits", job_id, self.worker_id)
+            self._emit(JobPaused(job_id, self.worker_id))
+        self._stopping.wait(self._poll_interval_s)
+        return False
+
+    def _aborted(self, job_id: str, tally: _Tally) -> bool:
+        logger.info("job %s was aborted; worker %s stops", job_id, self.worker_id)
+        tally.stopped = "aborted"
+        self._emit(JobAborted(job_id, self.worker_id))
+        return True
 
     def _pause_after_store_error(self, exc: BaseException, in_a_row: int) -> None:
         # Exponential, capped and jittered, so that workers cut off together do not all
@@ -281,16 +353,7 @@ class Worker:
 
     def _process_batch(self, res: BatchReservation, report: bool) -> BatchResult:
         started = time.monotonic()
-        self._emit(
-            BatchClaimed(
-                res.job_id,
-                self.worker_id,
-                res.batch_id,
-                res.batch_index,
-                res.record_start_index,
-                res.record_end_index,
-            )
-        )
+        self._emit(BatchClaimed.of(res, self.worker_id))
         lease: Held | None = None
         written = False
         try:
@@ -316,18 +379,14 @@ class Worker:
         finally:
             if not written:
                 self._release(res)
+        if work.lease_lost and worker_io(self.store)._job_status(res.job_id) == JobStatus.ABORTED:
+            # The renewal was refused because the job was aborted: the batch is given back.
+            return _batch_result(res, work, aborted=True)
         if work.lease_lost:
             logger.warning("lost the lease on batch %s; its results were not written", res.batch_id)
             self._emit(LeaseLost(res.job_id, self.worker_id, res.batch_id, res.batch_index))
-            return BatchResult(
-                claimed=True,
-                job_id=res.job_id,
-                batch_id=res.batch_id,
-                batch_index=res.batch_index,
-                job_complete=report and self._job_complete(res.job_id),
-                retries=work.retries,
-                lease_lost=True,
-            )
+            complete = report and self._job_complete(res.job_id)
+            return _batch_result(res, work, lease_lost=True, job_complete=complete)
         self._emit(batch_done_event(res, self.worker_id, work, _elapsed_ms(started)))
         finalized = complete = False
         if report:
@@ -340,15 +399,12 @@ class Worker:
                 logger.warning(
                     "batch %s written; the job is not finalized yet: %s", res.batch_id, exc
                 )
-        return BatchResult(
-            claimed=True,
-            job_id=res.job_id,
-            batch_id=res.batch_id,
-            batch_index=res.batch_index,
+        return _batch_result(
+            res,
+            work,
             processed_count=work.processed,
             failed_count=work.failed,
             job_complete=complete,
-            retries=work.retries,
             finalized=finalized,
         )
 
@@ -410,22 +466,12 @@ class Worker:
         logger.info("worker %s finalized job %s", self.worker_id, job_id)
         if self.on_event is not None:
             try:
-                job = self.store.get_job_state(job_id)
+                status = worker_io(self.store)._job_status(job_id) or JobStatus.COMPLETED
                 progress = self.store.get_progress(job_id)
             except Exception:
                 logger.exception("job %s finalized, but its summary could not be read", job_id)
             else:
-                self._emit(
-                    JobCompleted(
-                        job_id,
-                        self.worker_id,
-                        job.status if job is not None else JobStatus.COMPLETED,
-                        progress.total_records,
-                        progress.processed_records,
-                        progress.failed_records,
-                        progress.elapsed_ms,
-                    )
-                )
+                self._emit(JobCompleted.of(job_id, self.worker_id, status, progress))
         return True
 
     # -- events ---------------------------------------------------------------------------
@@ -447,6 +493,18 @@ class Worker:
         # Often enough to take over a dead worker's batch soon after its lease ends.
         # Also what an idle worker waits at the end of a job: 0.2 s at most.
         return min(0.2, max(0.05, self.lease_timeout_ms / 10_000))
+
+
+def _batch_result(res: BatchReservation, work: BatchWork, **outcome: Any) -> BatchResult:
+    """The BatchResult of a claimed batch."""
+    return BatchResult(
+        claimed=True,
+        job_id=res.job_id,
+        batch_id=res.batch_id,
+        batch_index=res.batch_index,
+        retries=work.retries,
+        **outcome,
+    )
 
 
 def _non_negative(value: object, what: str) -> int:

@@ -8,7 +8,7 @@ lost connection the statement's "landed" probe says whether the lost attempt com
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,6 +124,15 @@ class Coordination:
             return None
         return _claimed(job_id, worker_id, found[0], now)
 
+    def job_status(self, job_id: str) -> str | None:
+        """JOB_STATUS: the job's status alone (None: no such job)."""
+
+        def read() -> str | None:
+            found = self.session.rows(self.sql.job_status, (job_id,))
+            return str(found[0][0]) if found else None
+
+        return self.session.run(read)
+
     def _job_failure(self, job_id: str) -> ClaimFailureReason | None:
         found = self.session.rows(self.sql.job_status, (job_id,))
         if not found:
@@ -153,11 +162,11 @@ class Coordination:
     # -- the holder's lease ---------------------------------------------------------------
 
     def renew(self, r: BatchReservation) -> bool:
-        """RENEW: True while the reservation holds."""
+        """RENEW: True while the reservation holds and the job is not aborted."""
 
         def renew() -> int:
             now = self.session.now()
-            params = (now, now, r.batch_id, r.job_id, r.worker_id, r.version, _PROCESSING)
+            params = (now, now, r.batch_id, r.job_id, r.worker_id, r.version, _PROCESSING, r.job_id)
             return self.session.changed(self.sql.renew, params)
 
         return self.session.write(renew) == 1
@@ -230,11 +239,7 @@ class Coordination:
             if self.session.changed(self.sql.finalize, params) != 1:
                 return False
             sent.stamp, sent.transaction = now, dialect.transaction_id()
-            batches = self.jobs.batches([job_id]).get(job_id, [])
-            J = self.jobs.tables.jobs
-            J.update(batches=codec.dumps([batch_json(b) for b in batches])).where(
-                J.id == job_id
-            ).execute()
+            self._write_batch_list(job_id)
             return True
 
         def finalized() -> bool | None:
@@ -250,6 +255,60 @@ class Coordination:
             return True if self.session.exists(self.sql.finalized, (job_id, stamp)) else None
 
         return self.session.write(finalize, landed=finalized)
+
+    # -- the job's lifecycle ------------------------------------------------------------
+
+    def pause(self, job_id: str) -> bool:
+        """PAUSE: True for the one caller that moved the job out of PROCESSING."""
+        return self._move(self.sql.pause, (job_id,))
+
+    def resume(self, job_id: str) -> bool:
+        """RESUME: True for the one caller that moved the job back to PROCESSING."""
+        return self._move(self.sql.resume, (job_id,))
+
+    def abort(self, job_id: str) -> bool:
+        """ABORT: True for the one caller that ended the job; its batch list follows."""
+
+        def after() -> None:
+            self._write_batch_list(job_id)
+
+        return self._move(self.sql.abort, (self.session.now(), job_id), after=after)
+
+    def _move(
+        self, sql: str, params: tuple[object, ...], after: Callable[[], None] | None = None
+    ) -> bool:
+        """One conditional UPDATE of a job's status, in one transaction. After a lost
+        connection, a server that can say whether the lost attempt committed (PostgreSQL)
+        decides; elsewhere the caller is told False, as for a rival's move: the job has
+        moved either way, and True stays the answer of at most one caller."""
+        sent = _Sent()
+        dialect = self.session.dialect
+
+        def move() -> bool:
+            if self.session.changed(sql, params) != 1:
+                return False
+            sent.transaction = dialect.transaction_id()
+            if after is not None:
+                after()
+            return True
+
+        def moved() -> bool | None:
+            transaction, sent.transaction = sent.transaction, None
+            committed = dialect.committed(transaction) if transaction is not None else None
+            return True if committed else None
+
+        return self.session.write(move, landed=moved)
+
+    def _write_batch_list(self, job_id: str) -> None:
+        # The job row's JSON list, as the TypeScript adapters read it, from the batch rows
+        # (a job without batch rows keeps the list it has).
+        batches = self.jobs.batches([job_id]).get(job_id, [])
+        if not batches:
+            return
+        J = self.jobs.tables.jobs
+        J.update(batches=codec.dumps([batch_json(b) for b in batches])).where(
+            J.id == job_id
+        ).execute()
 
 
 def _no_pending() -> ClaimBatchResult:

@@ -59,6 +59,8 @@ class Dialect:
     #: From this many rows on, the records upsert is one row of column arrays (unnest)
     #: instead of a VALUES list; None where the server has no such form.
     unnest_min_rows: ClassVar[int | None] = None
+    #: ``DELETE ... LIMIT n`` exists (MySQL); elsewhere a bounded delete selects its rows.
+    delete_limit: ClassVar[bool] = False
     #: The column type of JSON text and whether it may carry a default.
     json_text_type: ClassVar[str] = "TEXT"
     json_text_defaults: ClassVar[bool] = True
@@ -134,6 +136,7 @@ class MySQLDialect(Dialect):
     max_params = 65535
     counts_changed_rows = True
     upsert_names_target = False
+    delete_limit = True  # and no LIMIT in an IN subquery
     # LONGTEXT holds 4 GiB (TEXT only 64 KiB); MySQL before 8.0.13 allows no text defaults.
     json_text_type = "LONGTEXT"
     json_text_defaults = False

@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
+from functools import partial
 from typing import Any
 
 import peewee as pw
 
 from ..checks import (
     MAX_BIGINT,
+    MAX_INT,
+    PURGEABLE,
     check_count,
     check_id,
+    check_purge,
     check_table_prefix,
     check_worker_id,
     parse_job_status,
     status_of,
 )
-from ..errors import JobNotFoundError
 from ..model import (
     FAILED_RECORD_STATUSES,
     PENDING_RECORD_STATUSES,
@@ -50,6 +53,9 @@ from .records import Records
 from .session import Clock, Session
 from .statements import Statements
 from .tables import Tables, build_tables
+
+#: Jobs listed, and records or batches deleted, per statement of ``purge_jobs``.
+PURGE_CHUNK = 10_000
 
 
 class _Parts:
@@ -173,7 +179,8 @@ class PeeweeStateStore:
 
     def update_batch_state(self, job_id: str, batch_id: str, state: BatchState) -> None:
         """Set a batch's status and counts: in the batches table for a distributed job, in
-        the job's batch list otherwise."""
+        the job's batch list otherwise. A job that does not exist is left alone (no error),
+        as the reference adapters do."""
         check_id(job_id, "job id")
         check_id(batch_id, "batch id")
         status = status_of(BatchStatus, state.status).value
@@ -212,7 +219,8 @@ class PeeweeStateStore:
         )
 
     def get_progress(self, job_id: str) -> JobProgress:
-        """The job's record and batch counts, percentage and elapsed time.
+        """The job's record and batch counts, percentage and elapsed time (all zeros for a
+        job that does not exist).
 
         A distributed job's counts are the sums of its batches' counters, so a batch's
         records count once its completion is written; other jobs count their records.
@@ -264,12 +272,11 @@ class PeeweeStateStore:
         )
 
     def get_distributed_status(self, job_id: str) -> DistributedJobStatus:
-        """Batch counts by status, from the batches table."""
+        """Batch counts by status, from the batches table (all zeros, not complete, for a
+        job that does not exist)."""
         check_id(job_id, "job id")
         jobs = self._parts.jobs
         counts = self._parts.session.read(lambda: jobs.batch_counts(job_id))
-        if not counts and self.get_job_state(job_id) is None:
-            raise JobNotFoundError(f"job {job_id!r} does not exist")
         return distributed_status_of(job_id, counts)
 
     def try_finalize_job(self, job_id: str) -> bool:
@@ -279,10 +286,67 @@ class PeeweeStateStore:
         check_id(job_id, "job id")
         return self._parts.coordination.finalize(job_id)
 
+    # -- the job's lifecycle --------------------------------------------------------------
+
+    def pause_job(self, job_id: str) -> bool:
+        """PROCESSING -> PAUSED: claims answer JOB_NOT_PROCESSING until ``resume_job``;
+        workers finish the batch in hand, then wait. True only for the caller that moved it."""
+        check_id(job_id, "job id")
+        return self._parts.coordination.pause(job_id)
+
+    def resume_job(self, job_id: str) -> bool:
+        """PAUSED -> PROCESSING; True only for the caller that moved it."""
+        check_id(job_id, "job id")
+        return self._parts.coordination.resume(job_id)
+
+    def abort_job(self, job_id: str) -> bool:
+        """CREATED, PROCESSING or PAUSED -> ABORTED, with ``completed_at``: final. Workers
+        stop before their next record and give their batch back; nobody finalizes the job.
+        True only for the caller that moved it."""
+        check_id(job_id, "job id")
+        return self._parts.coordination.abort(job_id)
+
+    def purge_jobs(
+        self,
+        *,
+        older_than_ms: int,
+        statuses: Iterable[JobStatus | str] = PURGEABLE,
+    ) -> int:
+        """Delete the jobs in ``statuses`` (terminal ones; CREATED too, if asked: a job left
+        by a killed prepare) finished, or for CREATED started, more than ``older_than_ms``
+        ago, with their records and batches; return how many jobs. Rows go in bounded
+        chunks, one transaction each; the job row goes last, so a purge cut short leaves a
+        job that the next purge finishes. A PROCESSING or PAUSED job is never touched."""
+        wanted = check_purge(older_than_ms, statuses)
+        parts = self._parts
+        jobs, session = parts.jobs, parts.session
+        cutoff = session.now() - older_than_ms
+        purged = 0
+        while True:
+            ids = session.read(partial(jobs.purge_candidates, wanted, cutoff, PURGE_CHUNK))
+            for job_id in ids:
+                for model in (parts.tables.records, parts.tables.batches):
+                    delete = partial(jobs.delete_some, model, job_id, PURGE_CHUNK)
+                    while session.write(delete) == PURGE_CHUNK:
+                        pass  # a full chunk: there may be more
+                purged += session.write(partial(jobs.delete_if, job_id, wanted))
+            if len(ids) < PURGE_CHUNK:
+                return purged
+
+    def purge_candidates(
+        self, *, older_than_ms: int, statuses: Iterable[JobStatus | str] = PURGEABLE
+    ) -> list[str]:
+        """The ids of the jobs ``purge_jobs`` would delete now, by id (a dry run)."""
+        wanted = check_purge(older_than_ms, statuses)
+        session, jobs = self._parts.session, self._parts.jobs
+        cutoff = session.now() - older_than_ms
+        return session.read(partial(jobs.purge_candidates, wanted, cutoff, MAX_INT))
+
     # -- beyond the ports -----------------------------------------------------------------
 
     def heartbeat(self, reservation: BatchReservation) -> bool:
-        """Renew the lease while the reservation holds (same worker, version, PROCESSING)."""
+        """Renew the lease while the reservation holds (same worker, version, PROCESSING)
+        and its job is not aborted."""
         _check_reservation(reservation)
         return self._parts.coordination.renew(reservation)
 
@@ -382,6 +446,11 @@ class PeeweeStateStore:
         _check_reservation(reservation)
         r = reservation
         return self._parts.coordination.release(r.job_id, r.batch_id, r.worker_id, r.version)
+
+    def _job_status(self, job_id: str) -> JobStatus | None:
+        check_id(job_id, "job id")
+        status = self._parts.coordination.job_status(job_id)
+        return None if status is None else JobStatus(status)
 
     def _close_connection(self) -> None:
         database = self.database

@@ -10,7 +10,7 @@ import peewee as pw
 
 from .. import codec
 from ..checks import status_of
-from ..errors import InvalidInputError, JobNotFoundError
+from ..errors import InvalidInputError
 from ..model import (
     Batch,
     BatchStatus,
@@ -18,6 +18,7 @@ from ..model import (
     JobProgress,
     JobState,
     JobStatus,
+    no_progress,
     progress_from_records,
     progress_of,
 )
@@ -125,9 +126,7 @@ class Jobs:
             query = query.for_update()
         row = query.first()
         if row is None:
-            if changed:
-                return
-            raise JobNotFoundError(f"job {job_id!r} does not exist")
+            return  # as the reference adapters: nothing to update
         batches = codec.loads(row.batches) or []
         if not set_batch_in_list(batches, batch_id, status, processed, failed):
             if changed:
@@ -141,6 +140,35 @@ class Jobs:
         t.records.delete().where(t.records.job_id == job_id).execute()
         t.batches.delete().where(t.batches.job_id == job_id).execute()
         return bool(t.jobs.delete().where(t.jobs.id == job_id).execute())
+
+    def purge_candidates(self, statuses: list[str], cutoff: int, limit: int) -> list[str]:
+        """Ids of jobs in ``statuses`` finished (else started) before ``cutoff``."""
+        J = self.tables.jobs
+        finished = pw.fn.COALESCE(J.completed_at, J.started_at)
+        query: Any = (
+            J.select(J.id)
+            .where(J.status.in_(statuses), finished < cutoff)
+            .order_by(J.id)
+            .limit(limit)
+            .tuples()
+        )
+        return [str(row[0]) for row in query]
+
+    def delete_some(self, model: type[pw.Model], job_id: str, limit: int) -> int:
+        """Delete up to ``limit`` rows of ``model`` (records or batches) of the job: a
+        bounded statement, so that no transaction locks a million rows."""
+        column: Any = getattr(model, "job_id")  # noqa: B009 - both models have it
+        if self.session.dialect.delete_limit:
+            sql = f"{model.delete().where(column == job_id).sql()[0]} LIMIT {int(limit)}"
+            return self.session.changed(sql, (job_id,))
+        key: Any = getattr(model, "id")  # noqa: B009
+        some = model.select(key).where(column == job_id).limit(limit)
+        return int(model.delete().where(key.in_(some)).execute())
+
+    def delete_if(self, job_id: str, statuses: list[str]) -> bool:
+        """Delete the job row while its status is one of ``statuses``."""
+        J = self.tables.jobs
+        return bool(J.delete().where(J.id == job_id, J.status.in_(statuses)).execute())
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -199,7 +227,7 @@ class Jobs:
             .first()
         )
         if head is None:
-            raise JobNotFoundError(f"job {job_id!r} does not exist")
+            return no_progress()
         total, started_at, distributed = head
         if distributed:
             completed = pw.Case(None, [(B.status == BatchStatus.COMPLETED.value, 1)], 0)

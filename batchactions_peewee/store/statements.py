@@ -74,13 +74,15 @@ TAKEN = (
 #: RENEW: push the holder's claim time forward. Row count 1 only while the reservation
 #: holds (same worker, same version, still PROCESSING); the new claim time always differs
 #: from the old one (now, or the old one + 1 if the clock has not moved past it), so MySQL's
-#: rows-changed count is 1 whenever the reservation holds.
-#: (now, now, batch id, job id, worker id, version, 'PROCESSING')
+#: rows-changed count is 1 whenever the reservation holds. An aborted job renews no lease:
+#: the refusal is how its workers learn of the abort.
+#: (now, now, batch id, job id, worker id, version, 'PROCESSING', job id)
 RENEW = (
     "UPDATE {b} SET {b.claimedAt} = CASE WHEN {b.claimedAt} >= {p} "
     "THEN {b.claimedAt} + 1 ELSE {p} END "
     "WHERE {b.id} = {p} AND {b.jobId} = {p} AND {b.workerId} = {p} AND {b.version} = {p} "
-    "AND {b.status} = {p}"
+    "AND {b.status} = {p} AND NOT EXISTS (SELECT 1 FROM {j} WHERE {j}.{j.id} = {p} "
+    f"AND {{j}}.{{j.status}} = '{JobStatus.ABORTED.value}')"
 )
 
 #: RELEASE: back to PENDING, only while this worker holds the batch; version + 1 fences
@@ -160,6 +162,29 @@ FINALIZED = (
     "AND {j.completedAt} = {p}"
 )
 
+# -- the job's lifecycle ---------------------------------------------------------------
+
+#: PAUSE: PROCESSING -> PAUSED. The row leaves PROCESSING once and its status always
+#: changes, so the row count is 1 for exactly one caller. (job id)
+PAUSE = (
+    f"UPDATE {{j}} SET {{j.status}} = '{JobStatus.PAUSED.value}' "
+    f"WHERE {{j.id}} = {{p}} AND {{j.status}} = '{JobStatus.PROCESSING.value}'"
+)
+
+#: RESUME: PAUSED -> PROCESSING, 1 for exactly one caller as PAUSE. (job id)
+RESUME = (
+    f"UPDATE {{j}} SET {{j.status}} = '{JobStatus.PROCESSING.value}' "
+    f"WHERE {{j.id}} = {{p}} AND {{j.status}} = '{JobStatus.PAUSED.value}'"
+)
+
+#: ABORT: CREATED, PROCESSING or PAUSED -> ABORTED with the completion time; final, so the
+#: row moves once and the row count is 1 for exactly one caller. (now, job id)
+ABORT = (
+    f"UPDATE {{j}} SET {{j.status}} = '{JobStatus.ABORTED.value}', {{j.completedAt}} = {{p}} "
+    f"WHERE {{j.id}} = {{p}} AND {{j.status}} IN ('{JobStatus.CREATED.value}', "
+    f"'{JobStatus.PROCESSING.value}', '{JobStatus.PAUSED.value}')"
+)
+
 #: Every statement above, by name, for rendering and the snapshot tests.
 TEMPLATES: dict[str, str] = {
     "job_status": JOB_STATUS,
@@ -177,6 +202,9 @@ TEMPLATES: dict[str, str] = {
     "unfinished": UNFINISHED,
     "finalize": FINALIZE,
     "finalized": FINALIZED,
+    "pause": PAUSE,
+    "resume": RESUME,
+    "abort": ABORT,
 }
 
 
@@ -226,6 +254,9 @@ class Statements:
     unfinished: str
     finalize: str
     finalized: str
+    pause: str
+    resume: str
+    abort: str
 
     @classmethod
     def for_database(cls, database: pw.Database, prefix: str) -> Statements:

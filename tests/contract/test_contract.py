@@ -19,7 +19,6 @@ from batchactions_peewee import (
     ValidationError,
     is_distributed_state_store,
 )
-from batchactions_peewee.errors import JobNotFoundError
 
 from ..support.factories import job, record, uid
 
@@ -31,11 +30,21 @@ def test_both_stores_implement_the_distributed_port(store: Store) -> None:
     assert not is_distributed_state_store(object())
 
 
-def test_unknown_job_reads_as_none(store: Store) -> None:
+def test_unknown_job_reads_as_none_and_zero_progress(store: Store) -> None:
     assert store.get_job_state("nope") is None
     assert store.get_failed_records("nope") == []
-    with pytest.raises(JobNotFoundError):
-        store.get_progress("nope")
+    progress = store.get_progress("nope")  # the reference adapters' answer: all zeros
+    assert progress.model_dump() == {
+        "total_records": 0,
+        "processed_records": 0,
+        "failed_records": 0,
+        "pending_records": 0,
+        "percentage": 0,
+        "current_batch": 0,
+        "total_batches": 0,
+        "elapsed_ms": 0,
+        "estimated_remaining_ms": None,
+    }
 
 
 def test_save_and_get_job_state_round_trips(store: Store) -> None:
@@ -199,13 +208,16 @@ def test_update_batch_state_of_a_distributed_job_writes_the_batches_table(store:
     assert (status.failed_batches, status.pending_batches) == (1, 2)
 
 
-def test_update_batch_state_of_an_unknown_job_raises(store: Store) -> None:
-    with pytest.raises(JobNotFoundError):
-        store.update_batch_state(
-            "nope",
-            "b",
-            BatchState(batch_id="b", status="COMPLETED", processed_count=0, failed_count=0),
-        )
+def test_update_batch_state_of_an_unknown_job_returns_and_writes_nothing(store: Store) -> None:
+    other = job(batches=1)  # another job's batch, named by the wrong job id
+    store.save_job_state(other)
+    store.update_batch_state(
+        "nope",
+        other.batches[0].id,
+        BatchState(batch_id="b", status="COMPLETED", processed_count=5, failed_count=0),
+    )
+    assert store.get_job_state("nope") is None
+    assert store.get_job_state(other.id) == other
 
 
 @pytest.mark.parametrize(

@@ -6,11 +6,12 @@ line on stdout on a normal exit; a process killed with SIGKILL prints nothing, s
 knows which results are complete.
 
 ``work --url U --prefix P --job-id J --lease-ms N [--worker-id W] [--log F]
-[--block-at I --marker M]`` runs a Worker on the job and prints its WorkerSummary. Its
-processor does nothing (so a run measures coordination, not work), unless told to: with
-``--log`` it appends each record index it is given to that file; with ``--block-at``, at
-that record it creates ``--marker`` and sleeps, so the test can kill it at a known point
-mid-batch. Used by support/faults.py's WorkerPool (kill storms, session kills) and by
+[--block-at I --marker M] [--record-ms N]`` runs a Worker on the job and prints its
+WorkerSummary. Its processor does nothing (so a run measures coordination, not work),
+unless told to: with ``--log`` it appends each record index it is given to that file; with
+``--block-at``, at that record it creates ``--marker`` and sleeps, so the test can kill it
+at a known point mid-batch; with ``--record-ms`` each record takes that long. Used by
+support/faults.py's WorkerPool (kill storms, session kills) and by
 integration/test_worker_processes.py.
 
 ``prepare --url U --prefix P --job-id J --records N --batch-size B [--block-at I --marker M]``
@@ -71,12 +72,15 @@ def work(args: argparse.Namespace) -> None:
                 log.flush()
             if context.record_index == args.block_at:
                 _block(args)
+            if args.record_ms:
+                time.sleep(args.record_ms / 1000)
 
         store = _store(args)
         cleanup.callback(store.database.close)
+        plain = log is None and args.block_at is None and not args.record_ms
         worker = Worker(
             store,
-            noop if log is None and args.block_at is None else processor,
+            noop if plain else processor,
             worker_id=args.worker_id,
             lease_timeout_ms=args.lease_ms,
         )
@@ -114,6 +118,7 @@ def parser() -> argparse.ArgumentParser:
     work_args.add_argument("--lease-ms", type=int, required=True)
     work_args.add_argument("--worker-id", help="default: the Worker's own unique id")
     work_args.add_argument("--log", help="file to append each record index to")
+    work_args.add_argument("--record-ms", type=int, default=0, help="time each record takes")
     prepare_args.add_argument("--records", type=int, required=True)
     prepare_args.add_argument("--batch-size", type=int, required=True)
     return parser

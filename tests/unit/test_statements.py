@@ -68,3 +68,12 @@ def test_every_deciding_update_changes_a_value_of_the_row_it_matches(dialect: st
                 "CASE WHEN EXISTS",
             )
         ), name
+    # The job's moves set a status other than the one their WHERE requires.
+    for name, to, frm in (
+        ("pause", "PAUSED", "'PROCESSING'"),
+        ("resume", "PROCESSING", "'PAUSED'"),
+        ("abort", "ABORTED", "'PROCESSING'"),
+    ):
+        sql = getattr(statements, name)
+        assert sql.startswith("UPDATE ") and f"= '{to}'" in sql.split(" WHERE ")[0], name
+        assert frm in sql.split(" WHERE ")[1] and f"'{to}'" not in sql.split(" WHERE ")[1], name

@@ -17,7 +17,7 @@ UPDATE "batchactions_batches" SET "status" = %s, "workerId" = %s, "claimedAt" = 
 SELECT 1 FROM "batchactions_batches" WHERE "id" = %s AND "version" = %s AND "workerId" = %s AND "claimedAt" = %s AND "status" = %s;
 
 -- renew
-UPDATE "batchactions_batches" SET "claimedAt" = CASE WHEN "claimedAt" >= %s THEN "claimedAt" + 1 ELSE %s END WHERE "id" = %s AND "jobId" = %s AND "workerId" = %s AND "version" = %s AND "status" = %s;
+UPDATE "batchactions_batches" SET "claimedAt" = CASE WHEN "claimedAt" >= %s THEN "claimedAt" + 1 ELSE %s END WHERE "id" = %s AND "jobId" = %s AND "workerId" = %s AND "version" = %s AND "status" = %s AND NOT EXISTS (SELECT 1 FROM "batchactions_jobs" WHERE "batchactions_jobs"."id" = %s AND "batchactions_jobs"."status" = 'ABORTED');
 
 -- release
 UPDATE "batchactions_batches" SET "status" = 'PENDING', "workerId" = NULL, "claimedAt" = NULL, "version" = "version" + 1 WHERE "id" = %s AND "jobId" = %s AND "workerId" = %s AND "status" = %s;
@@ -42,4 +42,13 @@ UPDATE "batchactions_jobs" SET "status" = CASE WHEN EXISTS (SELECT 1 FROM "batch
 
 -- finalized
 SELECT 1 FROM "batchactions_jobs" WHERE "id" = %s AND "status" IN ('COMPLETED', 'FAILED') AND "completedAt" = %s;
+
+-- pause
+UPDATE "batchactions_jobs" SET "status" = 'PAUSED' WHERE "id" = %s AND "status" = 'PROCESSING';
+
+-- resume
+UPDATE "batchactions_jobs" SET "status" = 'PROCESSING' WHERE "id" = %s AND "status" = 'PAUSED';
+
+-- abort
+UPDATE "batchactions_jobs" SET "status" = 'ABORTED', "completedAt" = %s WHERE "id" = %s AND "status" IN ('CREATED', 'PROCESSING', 'PAUSED');
 

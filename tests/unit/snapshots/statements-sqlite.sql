@@ -17,7 +17,7 @@ UPDATE "batchactions_batches" SET "status" = ?, "workerId" = ?, "claimedAt" = ?,
 SELECT 1 FROM "batchactions_batches" WHERE "id" = ? AND "version" = ? AND "workerId" = ? AND "claimedAt" = ? AND "status" = ?;
 
 -- renew
-UPDATE "batchactions_batches" SET "claimedAt" = CASE WHEN "claimedAt" >= ? THEN "claimedAt" + 1 ELSE ? END WHERE "id" = ? AND "jobId" = ? AND "workerId" = ? AND "version" = ? AND "status" = ?;
+UPDATE "batchactions_batches" SET "claimedAt" = CASE WHEN "claimedAt" >= ? THEN "claimedAt" + 1 ELSE ? END WHERE "id" = ? AND "jobId" = ? AND "workerId" = ? AND "version" = ? AND "status" = ? AND NOT EXISTS (SELECT 1 FROM "batchactions_jobs" WHERE "batchactions_jobs"."id" = ? AND "batchactions_jobs"."status" = 'ABORTED');
 
 -- release
 UPDATE "batchactions_batches" SET "status" = 'PENDING', "workerId" = NULL, "claimedAt" = NULL, "version" = "version" + 1 WHERE "id" = ? AND "jobId" = ? AND "workerId" = ? AND "status" = ?;
@@ -42,4 +42,13 @@ UPDATE "batchactions_jobs" SET "status" = CASE WHEN EXISTS (SELECT 1 FROM "batch
 
 -- finalized
 SELECT 1 FROM "batchactions_jobs" WHERE "id" = ? AND "status" IN ('COMPLETED', 'FAILED') AND "completedAt" = ?;
+
+-- pause
+UPDATE "batchactions_jobs" SET "status" = 'PAUSED' WHERE "id" = ? AND "status" = 'PROCESSING';
+
+-- resume
+UPDATE "batchactions_jobs" SET "status" = 'PROCESSING' WHERE "id" = ? AND "status" = 'PAUSED';
+
+-- abort
+UPDATE "batchactions_jobs" SET "status" = 'ABORTED', "completedAt" = ? WHERE "id" = ? AND "status" IN ('CREATED', 'PROCESSING', 'PAUSED');
 
