@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Read FILE into a new distributed job and print its id."""
-    _file_format(args)
+    file_format(args)
     load_schema(args.schema)
     store = open_store(args, create=True)
     prepared = _prepare(args, store, progress_bar(args))
@@ -55,7 +55,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Prepare FILE and process it with local worker processes."""
-    _file_format(args)
+    file_format(args)
     check_code(args)
     store = open_store(args, create=True)
     prepared = _prepare(args, store, progress_bar(args))
@@ -81,7 +81,8 @@ def cmd_work(args: argparse.Namespace) -> int:
 # -- prepare ---------------------------------------------------------------------------------
 
 
-def _file_format(args: argparse.Namespace) -> str:
+def file_format(args: argparse.Namespace) -> str:
+    """FILE's format: ``--format``, else its extension's; a usage error if neither says."""
     file_format = args.format or detect_format(args.file)
     if file_format is None:
         raise usage_error(
@@ -93,11 +94,11 @@ def _file_format(args: argparse.Namespace) -> str:
 
 def _prepare(args: argparse.Namespace, store: PeeweeStateStore, bar: ProgressBar) -> dict[str, Any]:
     """Read FILE into a new job; return what ``prepare`` reports."""
-    file_format = _file_format(args)
+    kind = file_format(args)
     schema = load_schema(args.schema)
     bad = 0
     started = time.monotonic()
-    with open_source(args.file, file_format, delimiter=args.delimiter) as rows:
+    with open_source(args.file, kind, delimiter=args.delimiter) as rows:
 
         def records() -> Iterator[dict[str, Any]]:
             nonlocal bad
@@ -156,6 +157,11 @@ def _work(args: argparse.Namespace, store: PeeweeStateStore, job_id: str, worker
     if interrupted:
         print(f"{PROG}: interrupted; resume with `{PROG} work {job_id}`", file=sys.stderr)
         return 130
+    stopped = {o.summary.get("stopped") for o in outcomes if o.summary}
+    if "aborted" in stopped:
+        print(f"{PROG}: job {job_id} was aborted", file=sys.stderr)
+    elif "limit" in stopped and report["status"] == JobStatus.PROCESSING.value:
+        print(f"{PROG}: stopped at the limit; go on with `{PROG} work {job_id}`", file=sys.stderr)
     for outcome in outcomes:
         if outcome.error:
             print(f"{PROG}: error: worker {outcome.number}: {outcome.error}", file=sys.stderr)

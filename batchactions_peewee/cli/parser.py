@@ -21,8 +21,10 @@ from .common import (
     PROG,
     URL_ENV,
 )
+from .control_commands import cmd_abort, cmd_delete, cmd_pause, cmd_purge, cmd_resume
 from .job_commands import cmd_prepare, cmd_run, cmd_work
 from .report_commands import cmd_failed, cmd_jobs, cmd_reclaim, cmd_status
+from .retry_commands import cmd_preview, cmd_retry
 from .schema_commands import cmd_init, cmd_migrate, cmd_sql
 
 
@@ -41,6 +43,19 @@ def _whole_number(minimum: int, too_small: str) -> Callable[[str], int]:
 
 _positive = _whole_number(1, "at least 1")
 _non_negative = _whole_number(0, "0 or more")
+
+
+_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def _duration_ms(text: str) -> int:
+    number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[len(number) :] or "ms"
+    if not number.isdigit() or unit not in _UNITS_MS:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number with d, h, m, s or ms (7d, 12h, 30m), got {text!r}"
+        )
+    return int(number) * _UNITS_MS[unit]
 
 
 def _job_id(text: str) -> str:
@@ -86,7 +101,7 @@ def _json_option(parser: argparse.ArgumentParser, text: str = "print JSON") -> N
     parser.add_argument("--json", action="store_true", help=text)
 
 
-def _source_options(parser: argparse.ArgumentParser) -> None:
+def _file_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "file", metavar="FILE", help="CSV (with a header) or JSON Lines; - is stdin"
     )
@@ -94,6 +109,10 @@ def _source_options(parser: argparse.ArgumentParser) -> None:
         "--format", choices=FORMATS, help="the file's format (default: from its extension)"
     )
     parser.add_argument("--delimiter", default=",", help="CSV delimiter (default ,)")
+
+
+def _source_options(parser: argparse.ArgumentParser) -> None:
+    _file_options(parser)
     parser.add_argument(
         "--batch-size",
         type=_positive,
@@ -174,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # In this order in --help.
     _job_commands(command)
+    _control_commands(command)
     _report_commands(command)
     _table_commands(command)
     return parser
@@ -189,10 +209,70 @@ def _job_commands(command: _AddCommand) -> None:
     _source_options(sub)
     _json_option(sub)
 
+    sub = command("retry", cmd_retry, "a new job of a job's failed records; print its id")
+    sub.add_argument("job_id", metavar="JOB_ID", type=_job_id)
+    sub.add_argument("--invalid", action="store_true", help="its invalid records too")
+    sub.add_argument(
+        "--batch-size", type=_positive, help="records per batch (default: the job's own)"
+    )
+    _json_option(sub)
+
+    sub = command("preview", cmd_preview, "try --schema on the first records of FILE; no writes")
+    _file_options(sub)
+    sub.add_argument("--schema", metavar="MODULE:MODEL", help="pydantic model class (required)")
+    sub.add_argument("--limit", type=_positive, default=1000, help="records to read (default 1000)")
+    _json_option(sub)
+
     sub = command("work", cmd_work, "join a job as a worker (any machine that reaches the db)")
     sub.add_argument("job_id", metavar="JOB_ID", type=_job_id)
     sub.add_argument("--schema", metavar="MODULE:MODEL", help="pydantic model class")
     _worker_options(sub, default_workers=1)
+    sub.add_argument(
+        "--max-batches",
+        metavar="N",
+        type=_positive,
+        help="each worker stops after N batches (at a batch boundary)",
+    )
+    sub.add_argument(
+        "--max-duration",
+        metavar="MS",
+        type=_positive,
+        help="each worker stops at the first batch boundary after MS milliseconds",
+    )
+    _json_option(sub)
+
+
+def _control_commands(command: _AddCommand) -> None:
+    for name, handler, text in (
+        ("pause", cmd_pause, "pause a job: its workers finish the batch in hand, then wait"),
+        ("resume", cmd_resume, "let the workers of a paused job go on"),
+        ("abort", cmd_abort, "end a job for good: its workers give back their batches"),
+    ):
+        sub = command(name, handler, text)
+        sub.add_argument("job_id", metavar="JOB_ID", type=_job_id)
+        _json_option(sub)
+    sub = command("purge", cmd_purge, "delete old finished jobs with their batches and records")
+    sub.add_argument(
+        "--older-than",
+        metavar="DURATION",
+        type=_duration_ms,
+        required=True,
+        help="finished longer ago than this: 7d, 12h, 30m, 45s or milliseconds",
+    )
+    sub.add_argument(
+        "--status",
+        action="append",
+        choices=[s.value for s in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.ABORTED)]
+        + [JobStatus.CREATED.value],
+        help="only jobs of this status (repeatable; default COMPLETED, FAILED and ABORTED; "
+        "CREATED: jobs whose preparation never finished)",
+    )
+    sub.add_argument("--dry-run", action="store_true", help="list the jobs, delete nothing")
+    _json_option(sub)
+
+    sub = command("delete", cmd_delete, "delete a job with its batches and records")
+    sub.add_argument("job_id", metavar="JOB_ID", type=_job_id)
+    sub.add_argument("--force", action="store_true", help="even while it is PROCESSING or PAUSED")
     _json_option(sub)
 
 

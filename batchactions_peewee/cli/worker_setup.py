@@ -73,4 +73,6 @@ def worker_settings(args: argparse.Namespace, job_id: str) -> WorkerSettings:
         lease_timeout_ms=args.lease_timeout,
         setup=functools.partial(configure_logging, args.verbose),
         describe_error=functools.partial(describe_worker_error, url),
+        max_batches=getattr(args, "max_batches", None),
+        max_duration_ms=getattr(args, "max_duration", None),
     )

@@ -26,11 +26,11 @@ from batchactions_peewee import PeeweeStateStore
 from batchactions_peewee.cli import URL_ENV, build_parser, redact
 
 from ..support.backends import open_database
+from ..support.cli import TIMEOUT_S, Target, as_json, cli, ok
 from ..support.schema import schema_snapshot
-from ..support.stores import PEEWEE_BACKENDS, new_prefix
+from ..support.stores import new_prefix
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$")
-TIMEOUT_S = 120
 
 CASE_MODULE = """
 import time
@@ -54,61 +54,6 @@ def slow(record, context):
 
 not_callable = 42
 """
-
-
-def cli(
-    *args: str,
-    cwd: Path,
-    env: dict[str, str] | None = None,
-    stdin: str | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """Run the command line as a user would; BATCHACTIONS_DATABASE_URL only if given."""
-    environment = {k: v for k, v in os.environ.items() if k != URL_ENV}
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "batchactions_peewee", *args],
-        cwd=cwd,
-        env=environment,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-    )
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert result.returncode == 0, result.stderr
-    return result
-
-
-def as_json(result: subprocess.CompletedProcess[str]) -> Any:
-    return json.loads(ok(result).stdout)
-
-
-@dataclass(frozen=True)
-class Target:
-    """A database URL and a table prefix no other test uses."""
-
-    url: str
-    prefix: str
-
-    @property
-    def args(self) -> list[str]:
-        return ["--database", self.url, "--table-prefix", self.prefix]
-
-    def store(self) -> tuple[PeeweeStateStore, pw.Database]:
-        database = open_database(self.url)
-        return PeeweeStateStore(database, table_prefix=self.prefix), database
-
-
-@pytest.fixture(params=PEEWEE_BACKENDS)
-def target(request: pytest.FixtureRequest, url_for: Callable[[str], str]) -> Target:
-    return Target(url_for(request.param), new_prefix())
-
-
-@pytest.fixture
-def sqlite_target(url_for: Callable[[str], str]) -> Target:
-    return Target(url_for("sqlite"), new_prefix())
 
 
 @dataclass(frozen=True)
@@ -862,6 +807,13 @@ def test_every_command_that_prints_data_has_json() -> None:
         "failed",
         "reclaim",
         "jobs",
+        "pause",
+        "resume",
+        "abort",
+        "delete",
+        "purge",
+        "retry",
+        "preview",
     }
     for name, sub in commands.items():
         assert "--json" in sub._option_string_actions, name
@@ -881,5 +833,12 @@ def test_version_and_help_name_every_command(tmp_path: Path) -> None:
         "failed",
         "reclaim",
         "jobs",
+        "pause",
+        "resume",
+        "abort",
+        "delete",
+        "purge",
+        "retry",
+        "preview",
     ):
         assert name in text
