@@ -76,6 +76,20 @@ class _BatchRow:
     failed: int = 0
     version: int = 0
 
+    def reservation(self, worker_id: str) -> BatchReservation:
+        """The reservation of this row, just claimed by ``worker_id``."""
+        assert self.claimed_at is not None
+        return BatchReservation(
+            job_id=self.job_id,
+            batch_id=self.id,
+            batch_index=self.index,
+            worker_id=worker_id,
+            claimed_at=self.claimed_at,
+            record_start_index=self.start,
+            record_end_index=self.end,
+            version=self.version,
+        )
+
     def to_batch(self) -> Batch:
         return Batch(
             id=self.id,
@@ -101,10 +115,28 @@ class _JobRow:
     completed_at: int | None
     distributed: bool
 
+    def list_batches(self, batches: list[_BatchRow]) -> None:
+        """The job row's JSON list as the batch rows stand (a job without any keeps its list)."""
+        if batches:
+            self.batches = codec.dumps([batch_json(b.to_batch()) for b in batches])
+
     @property
     def finished_at(self) -> int | None:
         """When the job ended, else when it started: the age purge_jobs goes by."""
         return self.completed_at if self.completed_at is not None else self.started_at
+
+
+def _batch_progress(row: _JobRow, batches: list[_BatchRow], now: int) -> JobProgress:
+    """As PeeweeStateStore: a distributed job's counts are its batches' counters."""
+    return progress_of(
+        total=row.total_records,
+        processed=sum(b.processed for b in batches),
+        failed=sum(b.failed for b in batches),
+        completed_batches=sum(1 for b in batches if b.status == BatchStatus.COMPLETED.value),
+        total_batches=len(batches),
+        started_at=row.started_at,
+        now=now,
+    )
 
 
 def _new_batch_rows(job: JobState, existing: dict[str, _BatchRow]) -> dict[str, _BatchRow]:
@@ -274,24 +306,10 @@ class InMemoryStateStore:
                 return no_progress()
             batches = self._job_batches(job_id) if row.distributed else []
             if batches:
-                # As PeeweeStateStore: a distributed job's counts are its batches' counters.
-                return progress_of(
-                    total=row.total_records,
-                    processed=sum(b.processed for b in batches),
-                    failed=sum(b.failed for b in batches),
-                    completed_batches=sum(
-                        1 for b in batches if b.status == BatchStatus.COMPLETED.value
-                    ),
-                    total_batches=len(batches),
-                    started_at=row.started_at,
-                    now=self.now(),
-                )
+                return _batch_progress(row, batches, self.now())
             job = self.get_job_state(job_id)
             assert job is not None
-            counts: dict[str, int] = {}
-            for record in self._records.values():
-                if record[0] == job_id:
-                    counts[record[3]] = counts.get(record[3], 0) + 1
+            counts = self.record_counts(job_id)
         return progress_from_records(job, counts, self.now())
 
     # -- DistributedStateStore ----------------------------------------------------------
@@ -314,19 +332,7 @@ class InMemoryStateStore:
                         now,
                     )
                     b.version += 1
-                    return ClaimBatchResult(
-                        claimed=True,
-                        reservation=BatchReservation(
-                            job_id=job_id,
-                            batch_id=b.id,
-                            batch_index=b.index,
-                            worker_id=worker_id,
-                            claimed_at=now,
-                            record_start_index=b.start,
-                            record_end_index=b.end,
-                            version=b.version,
-                        ),
-                    )
+                    return ClaimBatchResult(claimed=True, reservation=b.reservation(worker_id))
             return ClaimBatchResult(claimed=False, reason=ClaimFailureReason.NO_PENDING_BATCHES)
 
     def _held(
@@ -400,7 +406,14 @@ class InMemoryStateStore:
         failed_count: int,
         records: Iterable[ProcessedRecord] = (),
     ) -> bool:
-        return self._complete(reservation, status, processed_count, failed_count, records, ())
+        return self._complete_batch_processed(
+            reservation,
+            status=status,
+            processed_count=processed_count,
+            failed_count=failed_count,
+            processed=(),
+            records=records,
+        )
 
     def _complete_batch_processed(
         self,
@@ -412,28 +425,15 @@ class InMemoryStateStore:
         processed: Iterable[Processed],
         records: Iterable[ProcessedRecord] = (),
     ) -> bool:
-        return self._complete(
+        final, rows = completion_rows(
             reservation, status, processed_count, failed_count, records, processed
-        )
-
-    def _complete(
-        self,
-        reservation: BatchReservation,
-        status: BatchStatus | str,
-        processed_count: int,
-        failed_count: int,
-        records: Iterable[ProcessedRecord],
-        done: Iterable[Processed],
-    ) -> bool:
-        status, rows = completion_rows(
-            reservation, status, processed_count, failed_count, records, done
         )
         r = reservation
         with self._lock:
             b = self._held(r.job_id, r.batch_id, r.worker_id, r.version)
             if b is None:
                 return False
-            b.status, b.processed, b.failed = status.value, processed_count, failed_count
+            b.status, b.processed, b.failed = final.value, processed_count, failed_count
             b.version += 1
             self._put_records(rows)
             return True
@@ -453,7 +453,7 @@ class InMemoryStateStore:
             failed = any(b.status == BatchStatus.FAILED.value for b in batches)
             job.status = (JobStatus.FAILED if failed else JobStatus.COMPLETED).value
             job.completed_at = self.now()
-            job.batches = codec.dumps([batch_json(b.to_batch()) for b in batches])
+            job.list_batches(batches)
             return True
 
     def save_batch_records(
@@ -516,9 +516,7 @@ class InMemoryStateStore:
             job.status = to.value
             if to == JobStatus.ABORTED:
                 job.completed_at = self.now()
-                batches = [b.to_batch() for b in self._job_batches(job_id)]
-                if batches:
-                    job.batches = codec.dumps([batch_json(b) for b in batches])
+                job.list_batches(self._job_batches(job_id))
             return True
 
     def purge_jobs(
