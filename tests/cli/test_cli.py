@@ -793,28 +793,32 @@ def test_usage_errors_exit_with_2_and_no_traceback(ready: Path, args: list[str])
     assert "error:" in result.stderr.splitlines()[-1]
 
 
+#: Every command of the CLI.
+COMMANDS = (
+    "init",
+    "sql",
+    "migrate",
+    "run",
+    "prepare",
+    "work",
+    "status",
+    "failed",
+    "reclaim",
+    "jobs",
+    "pause",
+    "resume",
+    "abort",
+    "delete",
+    "purge",
+    "retry",
+    "preview",
+)
+
+
 def test_every_command_that_prints_data_has_json() -> None:
     parser: Any = build_parser()
     commands: dict[str, Any] = parser._subparsers._group_actions[0].choices
-    assert set(commands) == {
-        "init",
-        "sql",
-        "migrate",
-        "run",
-        "prepare",
-        "work",
-        "status",
-        "failed",
-        "reclaim",
-        "jobs",
-        "pause",
-        "resume",
-        "abort",
-        "delete",
-        "purge",
-        "retry",
-        "preview",
-    }
+    assert set(commands) == set(COMMANDS)
     for name, sub in commands.items():
         assert "--json" in sub._option_string_actions, name
 
@@ -822,23 +826,5 @@ def test_every_command_that_prints_data_has_json() -> None:
 def test_version_and_help_name_every_command(tmp_path: Path) -> None:
     assert ok(cli("--version", cwd=tmp_path)).stdout.startswith("batchactions-peewee ")
     text = ok(cli("--help", cwd=tmp_path)).stdout
-    for name in (
-        "init",
-        "sql",
-        "migrate",
-        "run",
-        "prepare",
-        "work",
-        "status",
-        "failed",
-        "reclaim",
-        "jobs",
-        "pause",
-        "resume",
-        "abort",
-        "delete",
-        "purge",
-        "retry",
-        "preview",
-    ):
+    for name in COMMANDS:
         assert name in text
