@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -487,10 +488,8 @@ class InMemoryStateStore:
     def get_distributed_status(self, job_id: str) -> DistributedJobStatus:
         check_id(job_id, "job id")
         with self._lock:
-            counts: dict[str, int] = {}
-            for b in self._job_batches(job_id):
-                counts[b.status] = counts.get(b.status, 0) + 1
-        return distributed_status_of(job_id, counts)
+            counts = Counter(b.status for b in self._job_batches(job_id))
+        return distributed_status_of(job_id, dict(counts))
 
     # -- the job's lifecycle --------------------------------------------------------------
 
@@ -554,10 +553,7 @@ class InMemoryStateStore:
 
     def record_counts(self, job_id: str) -> dict[str, int]:
         """The job's record counts by record status (for reports)."""
-        counts: dict[str, int] = {}
-        for row in self._rows(job_id, lambda r: True):
-            counts[row[3]] = counts.get(row[3], 0) + 1
-        return counts
+        return dict(Counter(row[3] for row in self._rows(job_id, lambda r: True)))
 
     def get_failed_records_page(
         self, job_id: str, *, after_index: int = -1, limit: int = 500
