@@ -94,6 +94,7 @@ def purge(url: str, records: int) -> None:
     job_id = prepare_job(store, ({"n": i} for i in range(records)), batch_size=500).job_id
     prepared = time.monotonic() - started
     assert store.abort_job(job_id)
+    time.sleep(0.01)  # older than the cutoff, not of the same millisecond
     started = time.monotonic()
     purged = store.purge_jobs(older_than_ms=0)
     took = time.monotonic() - started

@@ -96,9 +96,13 @@ def test_purge_deletes_a_large_job_in_bounded_chunks(
     peewee_store: PeeweeStateStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("batchactions_peewee.store.facade.PURGE_CHUNK", 7)
-    store = peewee_store
+    now = [START_MS]  # moved by hand: the job is older than the cutoff, not of its millisecond
+    store = PeeweeStateStore(
+        peewee_store.database, table_prefix=peewee_store.table_prefix, clock=lambda: now[0]
+    )
     job_id = prepare_job(store, ({"n": i} for i in range(50)), batch_size=5).job_id
     assert store.abort_job(job_id)
+    now[0] += 1
     seen: list[str] = []
     database = store.database
     execute = database.execute_sql
