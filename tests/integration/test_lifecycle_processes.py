@@ -75,6 +75,10 @@ def test_four_processes_wait_out_a_pause_and_finish_the_job_once(
             until(lambda: len(logged(tmp_path, job_id)) >= 40)
             assert store.pause_job(job_id)
             # Each worker finishes the batch in hand: after that, nothing more is processed.
+            # (Waited for twice: a claim in flight as the pause committed still takes its
+            # batch, and finishes it.)
+            until(lambda: not store.get_distributed_status(job_id).processing_batches)
+            time.sleep(0.5)
             until(lambda: not store.get_distributed_status(job_id).processing_batches)
             during = len(logged(tmp_path, job_id))
             time.sleep(2.0)

@@ -142,13 +142,17 @@ def test_run_stops_at_max_batches_and_a_later_run_finishes_the_job(store: Store)
     assert (rest.batches, rest.processed, rest.stopped, rest.finalized) == (3, 6, "done", True)
 
 
-def test_run_stops_at_a_batch_boundary_once_max_duration_ms_has_passed(store: Store) -> None:
+def test_run_stops_at_a_batch_boundary_once_max_duration_ms_has_passed(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     job_id = prepare_job(store, numbered(6), batch_size=2).job_id
+    real, skipped = time.monotonic, [0.0]
+    monkeypatch.setattr(time, "monotonic", lambda: real() + skipped[0])
 
     def slow(record: dict[str, Any], context: ProcessingContext) -> None:
-        time.sleep(0.02)
+        skipped[0] += 10.0  # each record "takes" 10 s: the first batch outlasts the limit
 
-    summary = Worker(store, slow).run(job_id, max_duration_ms=1)
+    summary = Worker(store, slow).run(job_id, max_duration_ms=5000)
     assert (summary.batches, summary.processed, summary.stopped) == (1, 2, "limit")
 
 
