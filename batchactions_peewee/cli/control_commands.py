@@ -39,7 +39,7 @@ def _control(name: str) -> Callable[[argparse.Namespace], int]:
         store = open_store(args)
         job = find_job(store, args.job_id, database_url(args))
         moved = bool(getattr(store, method)(args.job_id))
-        after = _status(store, job)
+        after = target if moved else _status(store, job)  # a move says where it went
         if args.json:
             print_json({"jobId": args.job_id, "changed": moved, "status": after.value})
             return 0 if moved or after == target else 1
@@ -58,6 +58,7 @@ def _control(name: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _status(store: PeeweeStateStore, job: JobState) -> JobStatus:
+    """The job's status now: a control that moved nothing met it elsewhere."""
     state = store.get_job_state(job.id)
     return JobStatus(state.status) if state is not None else JobStatus(job.status)
 
