@@ -39,7 +39,7 @@ class _Sent:
     """What the last attempt of a write sent, for its "landed" probe: the attempt that a
     lost connection interrupted is the last one sent."""
 
-    candidate: Candidate | None = None
+    take: tuple[Candidate, int] | None = None  # the candidate and the claim time sent
     stamp: int | None = None
     transaction: object = None
 
@@ -144,20 +144,20 @@ class Coordination:
     def _take(self, worker_id: str, candidate: Candidate, now: int, sent: _Sent) -> bool:
         """TAKE: True for exactly one claimer of ``candidate`` (see ``statements.TAKE``)."""
         batch_id, _, _, _, version = candidate
-        sent.candidate, sent.stamp = candidate, now
+        sent.take = (candidate, now)
         params = (_PROCESSING, worker_id, now, batch_id, version, _PENDING)
         return self.session.changed(self.sql.take, params) == 1
 
     def _taken(self, job_id: str, worker_id: str, sent: _Sent) -> ClaimBatchResult | None:
         """TAKEN: the claim of the last candidate sent, if it committed unseen."""
-        if sent.candidate is None:
+        if sent.take is None:
             return None
-        batch_id, _, _, _, version = sent.candidate
-        stamp = sent.stamp or 0
+        candidate, stamp = sent.take
+        batch_id, _, _, _, version = candidate
         params = (batch_id, version + 1, worker_id, stamp, _PROCESSING)
         if not self.session.exists(self.sql.taken, params):
             return None
-        return _claimed(job_id, worker_id, sent.candidate, stamp)
+        return _claimed(job_id, worker_id, candidate, stamp)
 
     # -- the holder's lease ---------------------------------------------------------------
 
