@@ -46,6 +46,11 @@ class JobExistsError(BatchActionsError):
     """A job with this id already exists."""
 
 
+class JobAbortedError(BatchActionsError):
+    """The job was aborted, or deleted, while ``prepare_job`` was still writing it: the
+    job stays as the abort left it, and nothing makes it claimable."""
+
+
 class SchemaMismatchError(BatchActionsError):
     """A table with one of our names exists but does not have our columns."""
 

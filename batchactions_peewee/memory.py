@@ -481,6 +481,14 @@ class InMemoryStateStore:
         check_id(batch_id, "batch id")
         return self._select(job_id, lambda r: r[1] == batch_id)
 
+    def _activate_job(self, job: JobState) -> bool:
+        with self._lock:
+            row = self._jobs.get(job.id)
+            if row is None or row.status != JobStatus.CREATED.value:
+                return False
+            self.save_job_state(job)
+            return True
+
     def _get_batch_raw(self, job_id: str, batch_id: str) -> list[tuple[int, dict[str, Any]]]:
         check_id(batch_id, "batch id")
         return [raw_from_row(r[2], r[4]) for r in self._rows(job_id, lambda r: r[1] == batch_id)]

@@ -110,6 +110,11 @@ class WorkerIO(Protocol):
     def _release_reservation(self, reservation: BatchReservation) -> bool:
         """``release_batch`` fenced by the reservation's version; True if it still held."""
 
+    def _activate_job(self, job: JobState) -> bool:
+        """``save_job_state`` of a CREATED job's final form (PROCESSING, with its batches),
+        only while the job is still CREATED; False, writing nothing, once it was aborted or
+        deleted meanwhile."""
+
     def _job_status(self, job_id: str) -> JobStatus | None:
         """The job's status alone (None: no such job), without reading its batches."""
 

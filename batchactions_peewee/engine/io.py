@@ -12,6 +12,7 @@ from ..errors import InvalidValueError
 from ..model import (
     BatchReservation,
     BatchStatus,
+    JobState,
     JobStatus,
     Processed,
     ProcessedRecord,
@@ -78,6 +79,14 @@ class PortsOnly:
     def _release_reservation(self, reservation: BatchReservation) -> bool:
         r = reservation
         self.store.release_batch(r.job_id, r.batch_id, r.worker_id)
+        return True
+
+    def _activate_job(self, job: JobState) -> bool:
+        # A port has no conditional write: read, then save. Only our stores close the gap.
+        found = self.store.get_job_state(job.id)
+        if found is None or JobStatus(found.status) != JobStatus.CREATED:
+            return False
+        self.store.save_job_state(job)
         return True
 
     def _job_status(self, job_id: str) -> JobStatus | None:

@@ -16,9 +16,9 @@ from typing import Any
 import pydantic
 
 from ..checks import check_id
-from ..errors import InvalidInputError, InvalidValueError, JobExistsError
+from ..errors import InvalidInputError, InvalidValueError, JobAbortedError, JobExistsError
 from ..model import Batch, BatchStatus, JobConfig, JobState, JobStatus
-from ..ports import DistributedStateStore
+from ..ports import DistributedStateStore, WorkerIO
 from .io import worker_io
 from .validation import check_schema
 
@@ -55,9 +55,11 @@ def prepare_job(
 
     The job is saved as CREATED first and becomes PROCESSING, with all its batches, in one
     final write; a crash before then leaves a job that workers refuse to claim
-    (JOB_NOT_PROCESSING). Bad input (a record that is not a dict, a value with no JSON
-    form) raises the store's error (``InvalidInputError`` / ``InvalidValueError``); the
-    partly written job is then deleted when the store can (``delete_job``). Two concurrent
+    (JOB_NOT_PROCESSING). A job aborted (or deleted) while it is being written raises
+    ``JobAbortedError`` and stays as the abort left it. Bad input (a record that is not a
+    dict, a value with no JSON form) raises the store's error (``InvalidInputError`` /
+    ``InvalidValueError``); the partly written job is then deleted when the store can
+    (``delete_job``). Two concurrent
     calls with the same explicit ``job_id`` are not detected reliably: don't make them.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -72,14 +74,16 @@ def prepare_job(
         id=job_id, config=job_config, status=JobStatus.CREATED, started_at=_now(store)
     )
     store.save_job_state(created)
+    io = worker_io(store)
     try:
-        batches, total = _write_batches(store, job_id, records, batch_size)
+        batches, total = _write_batches(io, job_id, records, batch_size)
         now = _now(store)
-        store.save_job_state(
+        # Only this write makes the job claimable, and it carries every batch. It is
+        # conditional on the job being CREATED still: an abort while we wrote stays final.
+        activated = io._activate_job(
             JobState(
                 id=job_id,
                 config=job_config,
-                # Only this write makes the job claimable, and it carries every batch.
                 status=JobStatus.PROCESSING if batches else JobStatus.COMPLETED,
                 batches=batches,
                 total_records=total,
@@ -88,9 +92,19 @@ def prepare_job(
                 distributed=True,
             )
         )
+    except _Moved:
+        activated = False
     except BaseException:
         _discard(store, job_id)
         raise
+    if not activated:
+        status = io._job_status(job_id)
+        if status is None:
+            _discard(store, job_id)  # deleted meanwhile: its records go too
+        raise JobAbortedError(
+            f"job {job_id!r} was {'deleted' if status is None else status.value.lower()} "
+            "while it was being prepared"
+        )
     return PrepareResult(job_id=job_id, total_records=total, total_batches=len(batches))
 
 
@@ -127,15 +141,23 @@ def _validated_config(data: dict[str, Any]) -> JobConfig:
         raise InvalidInputError(f"config is not a valid JobConfig: {exc}") from None
 
 
+class _Moved(Exception):
+    """The job left CREATED while it was being written (see ``_CHECK_EVERY``)."""
+
+
+#: Batches written between two looks at the job's status, so that an abort stops a long
+#: preparation early; the final write decides in any case.
+_CHECK_EVERY = 50
+
+
 def _write_batches(
-    store: DistributedStateStore,
+    io: WorkerIO,
     job_id: str,
     records: Iterable[Mapping[str, Any]],
     batch_size: int,
 ) -> tuple[list[Batch], int]:
     batches: list[Batch] = []
     chunk: list[dict[str, Any]] = []
-    io = worker_io(store)
     total = 0
 
     def flush() -> None:
@@ -150,6 +172,8 @@ def _write_batches(
         io._save_pending_records(job_id, batch.id, first, chunk)
         batches.append(batch)
         chunk.clear()
+        if len(batches) % _CHECK_EVERY == 0 and io._job_status(job_id) != JobStatus.CREATED:
+            raise _Moved
 
     for record in records:
         # Copied: a source may hand out one dict, changed for each record.

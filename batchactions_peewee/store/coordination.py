@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import codec
+from ..checks import status_of
 from ..model import (
     BatchReservation,
     BatchStatus,
     ClaimBatchResult,
     ClaimFailureReason,
+    JobState,
     JobStatus,
 )
 from ..rows import RecordRow, batch_json
@@ -273,6 +275,26 @@ class Coordination:
             self._write_batch_list(job_id)
 
         return self._move(self.sql.abort, (self.session.now(), job_id), after=after)
+
+    def activate(self, job: JobState, batches_json: str) -> bool:
+        """ACTIVATE: True if the job was still CREATED; its batch rows are written in the
+        same transaction, so a claimable job always has all of them."""
+        status = status_of(JobStatus, job.status).value
+        params = (
+            status,
+            batches_json,
+            job.total_records,
+            job.started_at,
+            job.completed_at,
+            job.distributed,
+            job.id,
+        )
+
+        def after() -> None:
+            if job.distributed and job.batches:
+                self.jobs.insert_missing_batches(job)
+
+        return self._move(self.sql.activate, params, after=after)
 
     def _move(
         self, sql: str, params: tuple[object, ...], after: Callable[[], None] | None = None

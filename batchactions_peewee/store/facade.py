@@ -447,6 +447,11 @@ class PeeweeStateStore:
         r = reservation
         return self._parts.coordination.release(r.job_id, r.batch_id, r.worker_id, r.version)
 
+    def _activate_job(self, job: JobState) -> bool:
+        check_id(job.id, "job id")
+        _, batches_json = job_texts(job)
+        return self._parts.coordination.activate(job, batches_json)
+
     def _job_status(self, job_id: str) -> JobStatus | None:
         check_id(job_id, "job id")
         status = self._parts.coordination.job_status(job_id)

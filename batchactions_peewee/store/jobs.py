@@ -57,11 +57,11 @@ class Jobs:
         target = [J.id] if self.session.dialect.upsert_names_target else None
         J.insert(values).on_conflict(conflict_target=target, preserve=list(values)[1:]).execute()
         if job.distributed and job.batches:
-            self._insert_missing_batches(job)
+            self.insert_missing_batches(job)
         if rows:
             self.records.upsert(rows)
 
-    def _insert_missing_batches(self, job: JobState) -> None:
+    def insert_missing_batches(self, job: JobState) -> None:
         B = self.tables.batches
         fields = [
             B.id,

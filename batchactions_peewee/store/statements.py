@@ -185,6 +185,17 @@ ABORT = (
     f"'{JobStatus.PROCESSING.value}', '{JobStatus.PAUSED.value}')"
 )
 
+#: ACTIVATE: CREATED -> PROCESSING (COMPLETED for an empty source), the last write of
+#: prepare_job, with the batch list and counts. The row leaves CREATED once and its status
+#: always changes, so 1 for exactly one caller; a job aborted or deleted while it was being
+#: prepared matches nothing, and preparation never brings it back.
+#: (status, batch list, total records, started at, completed at, job id)
+ACTIVATE = (
+    "UPDATE {j} SET {j.status} = {p}, {j.batches} = {p}, {j.totalRecords} = {p}, "
+    "{j.startedAt} = {p}, {j.completedAt} = {p}, {j.distributed} = {p} "
+    f"WHERE {{j.id}} = {{p}} AND {{j.status}} = '{JobStatus.CREATED.value}'"
+)
+
 #: Every statement above, by name, for rendering and the snapshot tests.
 TEMPLATES: dict[str, str] = {
     "job_status": JOB_STATUS,
@@ -205,6 +216,7 @@ TEMPLATES: dict[str, str] = {
     "pause": PAUSE,
     "resume": RESUME,
     "abort": ABORT,
+    "activate": ACTIVATE,
 }
 
 
@@ -257,6 +269,7 @@ class Statements:
     pause: str
     resume: str
     abort: str
+    activate: str
 
     @classmethod
     def for_database(cls, database: pw.Database, prefix: str) -> Statements:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -13,7 +14,9 @@ from batchactions_peewee import (
     ClaimFailureReason,
     JobStatus,
     PeeweeStateStore,
+    prepare_job,
 )
+from batchactions_peewee.errors import JobAbortedError
 
 from ..support.factories import job
 from ..support.stores import Store
@@ -149,3 +152,45 @@ def test_of_many_concurrent_callers_exactly_one_moves_the_job(
         t.join(timeout=60)
     assert not errors, errors
     assert sorted(answers) == [False] * (callers - 1) + [True]
+
+
+# -- an abort while prepare_job writes the job ----------------------------------------------
+
+
+def _rows(
+    count: int, on: int, act: Callable[[], object], taken: list[int]
+) -> Iterator[dict[str, int]]:
+    """``count`` records; ``act()`` runs before record ``on`` is handed out."""
+    for index in range(count):
+        if index == on:
+            act()
+        taken.append(index)
+        yield {"n": index}
+
+
+def test_an_abort_during_prepare_stays_final(store: Store) -> None:
+    taken: list[int] = []
+    rows = _rows(10, 9, lambda: store.abort_job("racing"), taken)
+    with pytest.raises(JobAbortedError, match="aborted while it was being prepared"):
+        prepare_job(store, rows, batch_size=4, job_id="racing")
+    assert status_of(store, "racing") == JobStatus.ABORTED, "the final write did not undo it"
+    assert store.claim_batch("racing", "w").reason == ClaimFailureReason.JOB_NOT_PROCESSING
+    assert store.get_distributed_status("racing").total_batches == 0
+
+
+def test_a_job_deleted_during_prepare_leaves_no_records(store: Store) -> None:
+    taken: list[int] = []
+    rows = _rows(10, 9, lambda: store.delete_job("racing"), taken)
+    with pytest.raises(JobAbortedError, match="deleted while it was being prepared"):
+        prepare_job(store, rows, batch_size=4, job_id="racing")
+    assert store.get_job_state("racing") is None
+    assert store.get_pending_records("racing") == []
+
+
+def test_an_abort_stops_a_long_preparation_early(store: Store) -> None:
+    taken: list[int] = []
+    rows = _rows(1000, 3, lambda: store.abort_job("long"), taken)
+    with pytest.raises(JobAbortedError):
+        prepare_job(store, rows, batch_size=1, job_id="long")
+    assert len(taken) < 100, f"read {len(taken)} of 1000 records after the abort"
+    assert status_of(store, "long") == JobStatus.ABORTED

@@ -52,3 +52,6 @@ UPDATE "batchactions_jobs" SET "status" = 'PROCESSING' WHERE "id" = %s AND "stat
 -- abort
 UPDATE "batchactions_jobs" SET "status" = 'ABORTED', "completedAt" = %s WHERE "id" = %s AND "status" IN ('CREATED', 'PROCESSING', 'PAUSED');
 
+-- activate
+UPDATE "batchactions_jobs" SET "status" = %s, "batches" = %s, "totalRecords" = %s, "startedAt" = %s, "completedAt" = %s, "distributed" = %s WHERE "id" = %s AND "status" = 'CREATED';
+

@@ -52,3 +52,6 @@ UPDATE "batchactions_jobs" SET "status" = 'PROCESSING' WHERE "id" = ? AND "statu
 -- abort
 UPDATE "batchactions_jobs" SET "status" = 'ABORTED', "completedAt" = ? WHERE "id" = ? AND "status" IN ('CREATED', 'PROCESSING', 'PAUSED');
 
+-- activate
+UPDATE "batchactions_jobs" SET "status" = ?, "batches" = ?, "totalRecords" = ?, "startedAt" = ?, "completedAt" = ?, "distributed" = ? WHERE "id" = ? AND "status" = 'CREATED';
+
