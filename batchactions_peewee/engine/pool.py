@@ -15,14 +15,24 @@ import queue
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
 import pydantic
 
+from ..model import RecordStatus
 from ..ports import WorkerStore
 from .batch import Processor
+from .events import (
+    BatchClaimed,
+    BatchCompleted,
+    BatchFailed,
+    RecordFailed,
+    WorkerEvent,
+    WorkerSummary,
+)
 from .worker import Worker
 
 POLL_S = 0.5
@@ -68,11 +78,54 @@ class WorkerSettings:
 
 @dataclasses.dataclass(frozen=True)
 class WorkerOutcome:
-    """How one worker process ended: its summary, or the error that stopped it."""
+    """How one worker process ended: its summary, or the error that stopped it, or both
+    when it was stopped after some batches (the summary then counts what it wrote).
+
+    The summary is ``WorkerSummary``'s fields with ``failed`` split in two: ``invalid``
+    (records that failed validation) and ``failed`` (records whose processing failed).
+    ``ended`` is False for the interim summaries a worker sends after each batch."""
 
     number: int
     summary: dict[str, Any] | None = None
     error: str | None = None
+    ended: bool = True
+
+
+class _Tally:
+    """A worker's records by outcome, counted from its events: a batch's failed records
+    count once the batch is written, and not at all when its lease was lost."""
+
+    def __init__(self, number: int, results: Any) -> None:
+        self.number, self.results = number, results
+        self.invalid = self.failed = self.processed = self.batches = 0
+        self._batch: Counter[RecordStatus] = Counter()
+        self.worker_id = ""
+
+    def __call__(self, event: WorkerEvent) -> None:
+        self.worker_id = event.worker_id
+        if isinstance(event, BatchClaimed):
+            self._batch.clear()
+        elif isinstance(event, RecordFailed):
+            self._batch[event.status] += 1
+        elif isinstance(event, (BatchCompleted, BatchFailed)):
+            self.batches += 1
+            self.processed += event.processed_count
+            self.invalid += self._batch[RecordStatus.INVALID]
+            self.failed += event.failed_count - self._batch[RecordStatus.INVALID]
+            self._batch.clear()
+            self.results.put(WorkerOutcome(self.number, summary=self.interim(), ended=False))
+
+    def interim(self) -> dict[str, Any]:
+        return {
+            "worker_id": self.worker_id,
+            "batches": self.batches,
+            "processed": self.processed,
+            "invalid": self.invalid,
+            "failed": self.failed,
+        }
+
+    def summary(self, summary: WorkerSummary) -> dict[str, Any]:
+        return {**dataclasses.asdict(summary), "invalid": self.invalid, "failed": self.failed}
 
 
 def _worker_process(
@@ -81,16 +134,18 @@ def _worker_process(
     # Ctrl-C goes to the parent, which asks every worker to stop after its batch in hand.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     settings.setup()
+    tally = _Tally(number, results)
     try:
-        summary = _run_worker(settings, stop)
+        summary = _run_worker(settings, stop, tally)
     except Exception as exc:
         logger.debug("worker %d failed", number, exc_info=True)
-        results.put(WorkerOutcome(number, error=settings.describe_error(exc)))
+        interim = tally.interim() if tally.batches else None
+        results.put(WorkerOutcome(number, summary=interim, error=settings.describe_error(exc)))
     else:
-        results.put(WorkerOutcome(number, summary=summary))
+        results.put(WorkerOutcome(number, summary=tally.summary(summary)))
 
 
-def _run_worker(settings: WorkerSettings, stop: Any) -> dict[str, Any]:
+def _run_worker(settings: WorkerSettings, stop: Any, tally: _Tally) -> WorkerSummary:
     with settings.open_store() as store:
         worker = Worker(
             store,
@@ -100,6 +155,7 @@ def _run_worker(settings: WorkerSettings, stop: Any) -> dict[str, Any]:
             max_retries=settings.max_retries,
             retry_delay_ms=settings.retry_delay_ms,
             lease_timeout_ms=settings.lease_timeout_ms,
+            on_event=tally,
         )
 
         def stop_when_asked() -> None:
@@ -107,12 +163,11 @@ def _run_worker(settings: WorkerSettings, stop: Any) -> dict[str, Any]:
             worker.stop()
 
         threading.Thread(target=stop_when_asked, daemon=True).start()
-        summary = worker.run(
+        return worker.run(
             settings.job_id,
             max_batches=settings.max_batches,
             max_duration_ms=settings.max_duration_ms,
         )
-        return dataclasses.asdict(summary)
 
 
 def run_workers(
@@ -161,9 +216,14 @@ def run_workers(
         process.join()
     _collect(results, outcomes, wait=0)
     for number, process in enumerate(processes, start=1):
-        if number not in outcomes:
+        outcome = outcomes.get(number)
+        if outcome is None or not outcome.ended:
+            # Terminated (a second Ctrl-C) or killed: what it wrote is in its last interim.
+            ended = "was stopped" if process.exitcode == -signal.SIGTERM else "ended"
             outcomes[number] = WorkerOutcome(
-                number, error=f"the worker process ended with exit code {process.exitcode}"
+                number,
+                summary=outcome.summary if outcome else None,
+                error=f"the worker process {ended} with exit code {process.exitcode}",
             )
     results.close()
     return [outcomes[n] for n in sorted(outcomes)], interrupted
@@ -176,4 +236,5 @@ def _collect(results: Any, outcomes: dict[int, WorkerOutcome], wait: float) -> N
             outcome: WorkerOutcome = results.get(timeout=max(0.01, deadline - time.monotonic()))
         except queue.Empty:
             return
-        outcomes[outcome.number] = outcome
+        if outcome.ended or not outcomes.get(outcome.number, outcome).ended:
+            outcomes[outcome.number] = outcome
