@@ -8,6 +8,7 @@ import argparse
 import importlib
 import logging
 import os
+import shlex
 import sys
 import urllib.parse
 from collections.abc import Callable
@@ -136,7 +137,8 @@ def _connect_settings(
                 "name a file, e.g. sqlite:///batchactions.db"
             )
         if must_exist and not Path(path).exists():
-            raise CliError(f"no database at {path}: run `{PROG} init` first")
+            init = shlex.join([PROG, "init", "--database", redact(url)])
+            raise CliError(f"no database at {path}: run `{init}` first")
         extra = {
             "pragmas": {"journal_mode": "wal", "busy_timeout": SQLITE_BUSY_TIMEOUT_MS},
             "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
@@ -171,7 +173,7 @@ def open_store(args: argparse.Namespace, *, create: bool = False) -> PeeweeState
     if missing:
         raise CliError(
             f"{redact(url)} has no table {missing[0]}: "
-            f"run `{PROG} init` (or `{PROG} migrate`) first"
+            f"run `{hint(args, 'init')}` (or `{hint(args, 'migrate')}`) first"
         )
     return store
 
@@ -184,7 +186,44 @@ def find_job(store: PeeweeStateStore, job_id: str, url: str) -> JobState:
     return job
 
 
+def hint(args: argparse.Namespace, *words: str) -> str:
+    """A command to paste: ``PROG words...`` with the ``--database`` (its password as
+    ``***``) and ``--table-prefix`` that the user gave, quoted for a POSIX shell."""
+    parts = [PROG, *words]
+    given = getattr(args, "database", None)
+    if given:
+        parts += ["--database", redact(given)]
+    prefix = getattr(args, "table_prefix", None)
+    if prefix:
+        parts += ["--table-prefix", prefix]
+    return shlex.join(parts)
+
+
 # -- user code -------------------------------------------------------------------------------
+
+#: The key of a job's config under which ``run`` and ``prepare`` keep the ``--processor``,
+#: ``--schema`` (and, with issue 16, ``--batch-processor``) they were given.
+CODE_KEY = "code"
+#: Option name -> its attribute on the parsed arguments and its key under ``CODE_KEY``.
+CODE_OPTIONS = {"--processor": ("processor", "processor"), "--schema": ("schema", "schema")}
+
+
+def code_of(args: argparse.Namespace) -> dict[str, str]:
+    """The code options given, as a job's config keeps them."""
+    code = {}
+    for attribute, key in CODE_OPTIONS.values():
+        value = getattr(args, attribute, None)
+        if value is not None:
+            code[key] = value
+    return code
+
+
+def remembered_code(job: JobState) -> dict[str, str]:
+    """The code options that ``job`` was prepared with (empty for a job of the library)."""
+    code = (job.config.model_extra or {}).get(CODE_KEY)
+    if not isinstance(code, dict):
+        return {}
+    return {k: v for k, v in code.items() if isinstance(k, str) and isinstance(v, str)}
 
 
 def validate_only(record: dict[str, Any], context: ProcessingContext) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from ..checks import PURGEABLE
 from ..model import JobState, JobStatus
 from ..store import PeeweeStateStore
-from .common import PROG, CliError, database_url, find_job, open_store
+from .common import CliError, database_url, find_job, hint, open_store
 from .render import print_json
 
 #: Each control: its store method, its past tense, the statuses it moves and where to.
@@ -26,7 +26,7 @@ _CONTROLS: dict[str, tuple[str, str, tuple[JobStatus, ...], JobStatus]] = {
 }
 
 _WHAT_HAPPENS = {
-    "pause": "workers finish the batch in hand, then wait; `{prog} resume {job}` lets them go on",
+    "pause": "workers finish the batch in hand, then wait; `{resume}` lets them go on",
     "resume": "waiting workers go on within a poll interval",
     "abort": "workers give back the batch in hand at their next lease renewal and stop",
 }
@@ -44,7 +44,7 @@ def _control(name: str) -> Callable[[argparse.Namespace], int]:
             print_json({"jobId": args.job_id, "changed": moved, "status": after.value})
             return 0 if moved or after == target else 1
         if moved:
-            note = _WHAT_HAPPENS[name].format(prog=PROG, job=args.job_id)
+            note = _WHAT_HAPPENS[name].format(resume=hint(args, "resume", args.job_id))
             print(f"job {args.job_id} {done}: {note}")
             return 0
         if after == target:
@@ -76,7 +76,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
     if status in (JobStatus.PROCESSING, JobStatus.PAUSED) and not args.force:
         raise CliError(
             f"job {args.job_id} is {status.value}: its workers may still be running; "
-            f"`{PROG} abort {args.job_id}` first, or pass --force"
+            f"`{hint(args, 'abort', args.job_id)}` first, or pass --force"
         )
     deleted = store.delete_job(args.job_id)
     if args.json:

@@ -18,17 +18,24 @@ from ..engine import prepare_job
 from ..engine.pool import WorkerOutcome, run_workers
 from ..engine.sources import detect_format, open_source
 from ..errors import BatchActionsError, JobExistsError
-from ..model import JobStatus, RecordStatus
+from ..model import JobState, JobStatus
 from ..store import PeeweeStateStore
 from .common import (
+    CODE_KEY,
+    CODE_OPTIONS,
+    DEFAULT_LEASE_TIMEOUT_MS,
     PROG,
     CliError,
+    code_of,
     database_url,
     find_job,
+    hint,
     load_schema,
     open_store,
+    remembered_code,
     usage_error,
 )
+from .figures import figures, figures_of
 from .render import ProgressBar, duration, print_json, print_rows, progress_bar
 from .worker_setup import check_code, worker_settings
 
@@ -38,7 +45,7 @@ logger = logging.getLogger(__name__)
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Read FILE into a new distributed job and print its id."""
     file_format(args)
-    load_schema(args.schema)
+    check_code(args)
     store = open_store(args, create=True)
     prepared = _prepare(args, store, progress_bar(args))
     if args.json:
@@ -46,7 +53,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         return 0
     print(
         f"prepared {prepared['totalRecords']} records ({prepared['unreadableRows']} unreadable) "
-        f"in {prepared['totalBatches']} batches",
+        f"in {prepared['totalBatches']} batches; work them with "
+        f"`{hint(args, 'work', prepared['jobId'])}`",
         file=sys.stderr,
     )
     print(prepared["jobId"])
@@ -74,8 +82,69 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_work(args: argparse.Namespace) -> int:
     """Join a job as a worker (``--workers`` processes on this machine)."""
     store = open_store(args)
-    find_job(store, args.job_id, database_url(args))
+    job = find_job(store, args.job_id, database_url(args))
+    _use_remembered_code(args, job)
+    nothing = _nothing_to_do(args, job)
+    if nothing is not None:
+        message, exit_code = nothing
+        if args.json:
+            print_json(_run_report(store, job.id, [], 0))
+        print(f"{PROG}: {message}", file=sys.stderr)
+        return exit_code
     return _work(args, store, args.job_id, args.workers)
+
+
+def _use_remembered_code(args: argparse.Namespace, job: JobState) -> None:
+    """Fill in the ``--processor`` and ``--schema`` that the job was prepared with, unless
+    given; an option that overrides the job's own says so. Either way the code is imported
+    here, so a processor that cannot be imported is a usage error before any worker runs."""
+    remembered = remembered_code(job)
+    taken: list[tuple[str, str]] = []
+    args.code_overrides = []
+    for option, (attribute, key) in CODE_OPTIONS.items():
+        kept, given = remembered.get(key), getattr(args, attribute, None)
+        if given is None and kept is not None:
+            setattr(args, attribute, kept)
+            taken.append((option, kept))
+        elif given is not None and given != kept:
+            args.code_overrides += [option, given]
+            if kept is not None:
+                print(f"{PROG}: {option} {given}, not the job's own {kept}", file=sys.stderr)
+    try:
+        check_code(args)
+    except CliError as exc:
+        for option, kept in taken:
+            if str(exc).startswith(f"{option} "):
+                raise usage_error(
+                    f"{exc} (job {job.id} was prepared with {option} {kept}; "
+                    f"give {option} to use another)"
+                ) from None
+        raise
+
+
+def _nothing_to_do(args: argparse.Namespace, job: JobState) -> tuple[str, int] | None:
+    """Why ``work`` has nothing to do on ``job``, with its exit code; None if it has."""
+    status = JobStatus(job.status)
+    if status == JobStatus.COMPLETED:
+        return f"job {job.id} is COMPLETED: nothing to do", 0
+    if status == JobStatus.FAILED:
+        retry = hint(args, "retry", job.id)
+        return f"job {job.id} FAILED: nothing to do (its failed records again: `{retry}`)", 1
+    if status == JobStatus.ABORTED:
+        return f"job {job.id} was aborted: nothing to do", 1
+    if status == JobStatus.CREATED:
+        return (
+            f"job {job.id} is still being prepared, or its preparation was stopped: "
+            f"`{hint(args, 'status', job.id)}` says which",
+            1,
+        )
+    if status == JobStatus.PAUSED:
+        print(
+            f"{PROG}: job {job.id} is PAUSED: the workers wait for "
+            f"`{hint(args, 'resume', job.id)}` (Ctrl-C to leave)",
+            file=sys.stderr,
+        )
+    return None
 
 
 # -- prepare ---------------------------------------------------------------------------------
@@ -109,12 +178,16 @@ def _prepare(args: argparse.Namespace, store: PeeweeStateStore, bar: ProgressBar
                 yield row.as_record()
 
         try:
+            config: dict[str, Any] = {"source": os.path.basename(args.file)}
+            code = code_of(args)
+            if code:
+                config[CODE_KEY] = code
             result = prepare_job(
                 store,
                 records(),
                 batch_size=args.batch_size,
                 job_id=args.job_id,
-                config={"source": os.path.basename(args.file)},
+                config=config,
                 schema=schema,
             )
         except JobExistsError as exc:
@@ -135,6 +208,7 @@ def _prepare(args: argparse.Namespace, store: PeeweeStateStore, bar: ProgressBar
 def _work(args: argparse.Namespace, store: PeeweeStateStore, job_id: str, workers: int) -> int:
     settings = worker_settings(args, job_id)
     bar = progress_bar(args)
+    job = store.get_job_state(job_id)
 
     def stopping() -> None:
         bar.close()
@@ -144,24 +218,27 @@ def _work(args: argparse.Namespace, store: PeeweeStateStore, job_id: str, worker
 
     started = time.monotonic()
     outcomes, interrupted = run_workers(
-        settings, workers, poll=lambda: _draw(bar, store, job_id), on_interrupt=stopping, name=PROG
+        settings, workers, poll=lambda: _draw(bar, store, job), on_interrupt=stopping, name=PROG
     )
-    _draw(bar, store, job_id)
+    _draw(bar, store, job)
     bar.close()
     elapsed_ms = int((time.monotonic() - started) * 1000)
     report = _run_report(store, job_id, outcomes, elapsed_ms)
     if args.json:
         print_json(report)
     else:
-        _print_run_report(report, outcomes)
+        _print_run_report(args, report)
     if interrupted:
-        print(f"{PROG}: interrupted; resume with `{PROG} work {job_id}`", file=sys.stderr)
+        print(f"{PROG}: interrupted; resume with `{_work_hint(args, job_id)}`", file=sys.stderr)
         return 130
     stopped = {o.summary.get("stopped") for o in outcomes if o.summary}
     if "aborted" in stopped:
         print(f"{PROG}: job {job_id} was aborted", file=sys.stderr)
     elif "limit" in stopped and report["status"] == JobStatus.PROCESSING.value:
-        print(f"{PROG}: stopped at the limit; go on with `{PROG} work {job_id}`", file=sys.stderr)
+        print(
+            f"{PROG}: stopped at the limit; go on with `{_work_hint(args, job_id)}`",
+            file=sys.stderr,
+        )
     for outcome in outcomes:
         if outcome.error:
             print(f"{PROG}: error: worker {outcome.number}: {outcome.error}", file=sys.stderr)
@@ -169,11 +246,32 @@ def _work(args: argparse.Namespace, store: PeeweeStateStore, job_id: str, worker
     return 1 if failed else 0
 
 
-def _draw(bar: ProgressBar, store: PeeweeStateStore, job_id: str) -> None:
-    if not bar.enabled:
+#: Worker options a resume hint repeats when they differ from ``work``'s defaults.
+_REPEATED = (
+    ("--workers", "workers", 1),
+    ("--lease-timeout", "lease_timeout", DEFAULT_LEASE_TIMEOUT_MS),
+    ("--max-retries", "max_retries", 0),
+    ("--retry-delay", "retry_delay", 1000),
+)
+
+
+def _work_hint(args: argparse.Namespace, job_id: str) -> str:
+    """``work JOB`` with the options of this run that the job does not remember."""
+    words = ["work", job_id, *getattr(args, "code_overrides", [])]
+    for option, attribute, default in _REPEATED:
+        value = getattr(args, attribute, default)
+        if value != default:
+            words += [option, str(value)]
+    if args.stop_on_error:
+        words.append("--stop-on-error")
+    return hint(args, *words)
+
+
+def _draw(bar: ProgressBar, store: PeeweeStateStore, job: JobState | None) -> None:
+    if not bar.enabled or job is None:
         return
     try:
-        bar.update(store.get_progress(job_id))
+        bar.update(figures_of(job, store.record_counts(job.id), store.now()))
     except (pw.PeeweeException, BatchActionsError):  # the bar waits for the next poll
         logger.debug("could not read the progress", exc_info=True)
 
@@ -181,22 +279,30 @@ def _draw(bar: ProgressBar, store: PeeweeStateStore, job_id: str) -> None:
 def _run_report(
     store: PeeweeStateStore, job_id: str, outcomes: list[WorkerOutcome], elapsed_ms: int
 ) -> dict[str, Any]:
+    """The job's figures, what this run's workers did, and each worker's summary."""
     job = store.get_job_state(job_id)
-    counts = store.record_counts(job_id)
-    done = sum(o.summary["processed"] + o.summary["failed"] for o in outcomes if o.summary)
+    if job is None:  # deleted while the workers ran
+        raise CliError(f"job {job_id} was deleted while the workers ran")
+    workers = [
+        {
+            "number": o.number,
+            **_camel({"processed": 0, "invalid": 0, "failed": 0, **(o.summary or {})}),
+            "error": o.error,
+        }
+        for o in outcomes
+    ]
+    done = sum(w["processed"] + w["invalid"] + w["failed"] for w in workers)
     return {
         "jobId": job_id,
-        "status": job.status.value if job else None,
-        "totalRecords": job.total_records if job else 0,
-        "processedRecords": counts.get(RecordStatus.PROCESSED.value, 0),
-        "invalidRecords": counts.get(RecordStatus.INVALID.value, 0),
-        "failedRecords": counts.get(RecordStatus.FAILED.value, 0),
-        "totalBatches": len(job.batches) if job else 0,
-        "elapsedMs": elapsed_ms,
-        "recordsPerSecond": round(done / (elapsed_ms / 1000), 1) if elapsed_ms else None,
-        "workers": [
-            {"number": o.number, **_camel(o.summary or {}), "error": o.error} for o in outcomes
-        ],
+        "status": job.status.value,
+        **figures(store, job).to_json(),
+        "totalBatches": len(job.batches),
+        "thisRun": {
+            "records": done,
+            "elapsedMs": elapsed_ms,
+            "recordsPerSecond": round(done / (elapsed_ms / 1000), 1) if elapsed_ms else None,
+        },
+        "workers": workers,
     }
 
 
@@ -204,23 +310,25 @@ def _camel(summary: dict[str, Any]) -> dict[str, Any]:
     return {pydantic.alias_generators.to_camel(k): v for k, v in summary.items()}
 
 
-def _print_run_report(report: dict[str, Any], outcomes: list[WorkerOutcome]) -> None:
-    rows: list[list[object]] = [["worker", "batches", "processed", "failed", ""]]
-    for o in outcomes:
-        s = o.summary or {}
-        note = "finalized the job" if s.get("finalized") else (o.error or "")
+def _print_run_report(args: argparse.Namespace, report: dict[str, Any]) -> None:
+    rows: list[list[object]] = [["worker", "batches", "processed", "invalid", "failed", ""]]
+    for w in report["workers"]:
+        note = "finalized the job" if w.get("finalized") else (w["error"] or "")
         rows.append(
             [
-                s.get("worker_id", f"#{o.number}"),
-                s.get("batches", 0),
-                s.get("processed", 0),
-                s.get("failed", 0),
+                w.get("workerId") or f"#{w['number']}",
+                w.get("batches", 0),
+                w["processed"],
+                w["invalid"],
+                w["failed"],
                 note,
             ]
         )
     print_rows(rows)
     print()
-    rate = report["recordsPerSecond"]
+    run = report["thisRun"]
+    rate = run["recordsPerSecond"]
+    running = report["status"] in (JobStatus.PROCESSING.value, JobStatus.PAUSED.value)
     print_rows(
         [
             ["status", report["status"]],
@@ -228,13 +336,17 @@ def _print_run_report(report: dict[str, Any], outcomes: list[WorkerOutcome]) -> 
             ["processed", report["processedRecords"]],
             ["invalid", report["invalidRecords"]],
             ["failed", report["failedRecords"]],
+            ["pending", report["pendingRecords"]],
             ["batches", report["totalBatches"]],
+            ["elapsed" if running else "took", duration(report["elapsedMs"])],
             [
-                "time",
-                f"{duration(report['elapsedMs'])}" + (f" ({rate:.0f} records/s)" if rate else ""),
+                "this run",
+                f"{run['records']} records in {duration(run['elapsedMs'])}"
+                + (f" ({rate:.0f} records/s)" if rate else ""),
             ],
         ]
     )
     if report["invalidRecords"] or report["failedRecords"]:
-        print(f"\nfailed records: {PROG} failed {report['jobId']} --output failed.csv")
+        export = hint(args, "failed", report["jobId"], "--output", "failed.csv")
+        print(f"\nfailed records: {export}")
     print(f"\njob id: {report['jobId']}")

@@ -121,7 +121,9 @@ def _source_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--job-id", type=_job_id, help="the job's id (default: a new uuid)")
     parser.add_argument(
-        "--schema", metavar="MODULE:MODEL", help="pydantic model class the records must fit"
+        "--schema",
+        metavar="MODULE:MODEL",
+        help="pydantic model class the records must fit; the job remembers it",
     )
 
 
@@ -129,8 +131,8 @@ def _worker_options(parser: argparse.ArgumentParser, default_workers: int) -> No
     parser.add_argument(
         "--processor",
         metavar="MODULE:FUNCTION",
-        help="called as function(record, context) for each valid record "
-        "(default: none, the run only validates)",
+        help="called as function(record, context) for each valid record (default: the one "
+        "the job was prepared with, else none: the run only validates)",
     )
     parser.add_argument(
         "--workers",
@@ -207,6 +209,11 @@ def _job_commands(command: _AddCommand) -> None:
 
     sub = command("prepare", cmd_prepare, "read FILE into a new job and print its id")
     _source_options(sub)
+    sub.add_argument(
+        "--processor",
+        metavar="MODULE:FUNCTION",
+        help="the function `work` calls for each valid record; the job remembers it",
+    )
     _json_option(sub)
 
     sub = command("retry", cmd_retry, "a new job of a job's failed records; print its id")
@@ -225,7 +232,11 @@ def _job_commands(command: _AddCommand) -> None:
 
     sub = command("work", cmd_work, "join a job as a worker (any machine that reaches the db)")
     sub.add_argument("job_id", metavar="JOB_ID", type=_job_id)
-    sub.add_argument("--schema", metavar="MODULE:MODEL", help="pydantic model class")
+    sub.add_argument(
+        "--schema",
+        metavar="MODULE:MODEL",
+        help="pydantic model class (default: the one the job was prepared with)",
+    )
     _worker_options(sub, default_workers=1)
     sub.add_argument(
         "--max-batches",

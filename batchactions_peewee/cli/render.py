@@ -12,7 +12,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from ..model import JobProgress, ProcessedRecord
+from ..model import ProcessedRecord
+from .figures import Figures
 
 
 def print_json(value: Any) -> None:
@@ -81,24 +82,24 @@ class ProgressBar:
         self._start: tuple[float, int] | None = None
         self._drawn = False
 
-    def update(self, progress: JobProgress) -> None:
+    def update(self, figures: Figures) -> None:
         if not self.enabled:
             return
-        done = progress.processed_records + progress.failed_records
+        done = figures.done
         now = time.monotonic()
         if self._start is None:
             self._start = (now, done)
         started, done_before = self._start
         rate = (done - done_before) / (now - started) if now > started else 0.0
-        left = progress.total_records - done
+        left = figures.pending
         eta = duration(left / rate * 1000) if rate > 0 and left > 0 else "-"
         width = shutil.get_terminal_size((80, 24)).columns
         text = (
-            f" {progress.percentage:3d}%  {done}/{progress.total_records} records, "
-            f"{progress.failed_records} failed  {rate:.0f}/s  ETA {eta}"
+            f" {figures.percentage:3d}%  {done}/{figures.total} records, "
+            f"{figures.invalid} invalid, {figures.failed} failed  {rate:.0f}/s  ETA {eta}"
         )
         bar_width = 20  # fixed, so the line does not jitter; cut to the terminal's width
-        filled = bar_width * progress.percentage // 100
+        filled = bar_width * figures.percentage // 100
         line = f"[{'#' * filled}{'.' * (bar_width - filled)}]{text}"
         self.stream.write("\r" + line[: width - 1] + "\x1b[K")
         self.stream.flush()

@@ -14,17 +14,22 @@ from typing import IO, Any
 
 from ..model import JobState, JobStatus, ProcessedRecord
 from ..store import PeeweeStateStore
-from .common import PROG, CliError, database_url, find_job, open_store
+from .common import (
+    DEFAULT_LEASE_TIMEOUT_MS,
+    CliError,
+    database_url,
+    find_job,
+    hint,
+    open_store,
+    remembered_code,
+)
+from .figures import figures_of
 from .render import cell, duration, print_json, print_rows, record_error, when
 
 
 def _status_report(store: PeeweeStateStore, job: JobState, lease_timeout_ms: int) -> dict[str, Any]:
-    progress = store.get_progress(job.id)
     now = store.now()
-    done = progress.processed_records + progress.failed_records
-    remaining = None
-    if job.status == JobStatus.PROCESSING and done and progress.pending_records:
-        remaining = int(progress.elapsed_ms / done * progress.pending_records)
+    counts = store.record_counts(job.id)
     leases = [
         {
             "workerId": b.worker_id,
@@ -41,17 +46,14 @@ def _status_report(store: PeeweeStateStore, job: JobState, lease_timeout_ms: int
         "jobId": job.id,
         "status": job.status.value,
         "source": (job.config.model_extra or {}).get("source"),
+        "code": remembered_code(job),
+        "retryOf": (job.config.model_extra or {}).get("retryOf"),
         "startedAt": job.started_at,
         "completedAt": job.completed_at,
-        "durationMs": (
-            job.completed_at - job.started_at
-            if job.completed_at is not None and job.started_at is not None
-            else None
-        ),
-        "progress": progress.model_copy(update={"estimated_remaining_ms": remaining}).model_dump(
-            by_alias=True
-        ),
-        "records": store.record_counts(job.id),
+        **figures_of(job, counts, now).to_json(),
+        # A job still being prepared has no total yet: these are the rows written so far.
+        "writtenRecords": sum(counts.values()),
+        "records": counts,
         "batches": dict(Counter(b.status.value for b in job.batches)),
         "leases": leases,
     }
@@ -65,41 +67,66 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report)
         return 0
-    p, records = report["progress"], report["records"]
-    eta = p["estimatedRemainingMs"]
+    if job.status == JobStatus.CREATED:
+        _print_unprepared(args, report)
+        return 0
+    eta = report["estimatedRemainingMs"]
+    running = job.status in (JobStatus.PROCESSING, JobStatus.PAUSED)
+    code = report["code"]
+    print_rows(
+        [
+            ["job", report["jobId"]],
+            ["status", report["status"]],
+            ["source", report["source"] or "-"],
+            *([["retry of", report["retryOf"]]] if report["retryOf"] else []),
+            *[[name, spec] for name, spec in code.items()],
+            ["started", when(report["startedAt"])],
+            ["completed", when(report["completedAt"])],
+            ["progress", f"{report['percentage']}% of {report['totalRecords']} records"],
+            ["processed", report["processedRecords"]],
+            ["invalid", report["invalidRecords"]],
+            ["failed", report["failedRecords"]],
+            ["pending", report["pendingRecords"]],
+            [
+                "batches",
+                ", ".join(f"{n} {s}" for s, n in sorted(report["batches"].items())) or "none",
+            ],
+            [
+                "elapsed" if running else "took",
+                duration(report["elapsedMs"]) + (f", about {duration(eta)} left" if eta else ""),
+            ],
+        ]
+    )
+    if report["leases"]:
+        print()
+        reclaim = ["reclaim", report["jobId"]]
+        if args.lease_timeout != DEFAULT_LEASE_TIMEOUT_MS:
+            reclaim += ["--timeout", str(args.lease_timeout)]
+        rows: list[list[object]] = [["worker", "batch", "held for", ""]]
+        for lease in report["leases"]:
+            held = duration(lease["heldMs"]) if lease["heldMs"] is not None else "-"
+            stale = f"stale: `{hint(args, *reclaim)}`" if lease["stale"] else ""
+            rows.append([lease["workerId"], lease["batchIndex"], held, stale])
+        print_rows(rows)
+    return 0
+
+
+def _print_unprepared(args: argparse.Namespace, report: dict[str, Any]) -> None:
+    """A CREATED job: its preparation runs still, or was stopped before it finished."""
     print_rows(
         [
             ["job", report["jobId"]],
             ["status", report["status"]],
             ["source", report["source"] or "-"],
             ["started", when(report["startedAt"])],
-            ["completed", when(report["completedAt"])],
-            ["progress", f"{p['percentage']}% of {p['totalRecords']} records"],
-            ["processed", p["processedRecords"]],
-            ["invalid", records.get("invalid", 0)],
-            ["failed", records.get("failed", 0)],
-            ["pending", p["pendingRecords"]],
-            [
-                "batches",
-                ", ".join(f"{n} {s}" for s, n in sorted(report["batches"].items())) or "none",
-            ],
-            ["took", duration(report["durationMs"])]
-            if report["durationMs"] is not None
-            else [
-                "elapsed",
-                duration(p["elapsedMs"]) + (f", about {duration(eta)} left" if eta else ""),
-            ],
+            ["written", f"{report['writtenRecords']} records so far"],
         ]
     )
-    if report["leases"]:
-        print()
-        rows: list[list[object]] = [["worker", "batch", "held for", ""]]
-        for lease in report["leases"]:
-            held = duration(lease["heldMs"]) if lease["heldMs"] is not None else "-"
-            stale = f"stale: `{PROG} reclaim {report['jobId']}`" if lease["stale"] else ""
-            rows.append([lease["workerId"], lease["batchIndex"], held, stale])
-        print_rows(rows)
-    return 0
+    print(
+        f"\nits preparation did not finish: it is still running, or it was stopped. No worker "
+        f"takes a batch of it. If no prepare is running, delete it with "
+        f"`{hint(args, 'delete', report['jobId'])}`"
+    )
 
 
 def cmd_failed(args: argparse.Namespace) -> int:
@@ -176,18 +203,17 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     """List recent jobs with their status and progress."""
     store = open_store(args)
     jobs = store.list_jobs(status=args.status, limit=args.limit)
+    now = store.now()
     listed: list[dict[str, Any]] = []
     for job in jobs:
-        progress = store.get_progress(job.id)
+        counts = store.record_counts(job.id)
         listed.append(
             {
                 "jobId": job.id,
                 "status": job.status.value,
                 "source": (job.config.model_extra or {}).get("source"),
-                "totalRecords": progress.total_records,
-                "processedRecords": progress.processed_records,
-                "failedRecords": progress.failed_records,
-                "percentage": progress.percentage,
+                **figures_of(job, counts, now).to_json(),
+                "writtenRecords": sum(counts.values()),
                 "startedAt": job.started_at,
                 "completedAt": job.completed_at,
             }
@@ -198,20 +224,34 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     if not listed:
         print("no jobs")
         return 0
-    rows: list[list[object]] = [["job", "status", "records", "done", "failed", "started", "source"]]
+    header: list[object] = [
+        "job",
+        "status",
+        "records",
+        "done",
+        "invalid",
+        "failed",
+        "started",
+        "source",
+    ]
+    rows: list[list[object]] = [header]
     for j in listed:
+        preparing = j["status"] == JobStatus.CREATED.value
         rows.append(
             [
                 j["jobId"],
                 j["status"],
-                j["totalRecords"],
-                f"{j['percentage']}%",
+                j["writtenRecords"] if preparing else j["totalRecords"],
+                "preparing" if preparing else f"{j['percentage']}%",
+                j["invalidRecords"],
                 j["failedRecords"],
                 when(j["startedAt"]),
                 j["source"] or "",
             ]
         )
     print_rows(rows)
+    if any(j["status"] == JobStatus.CREATED.value for j in listed):
+        print(f"\npreparing: the preparation did not finish; `{hint(args, 'status', 'JOB_ID')}`")
     return 0
 
 

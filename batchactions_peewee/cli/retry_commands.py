@@ -10,7 +10,7 @@ from typing import Any
 
 from ..engine import prepare_retry_job, preview_records
 from ..model import RecordStatus
-from .common import PROG, database_url, find_job, open_store, usage_error
+from .common import database_url, find_job, hint, open_store, usage_error
 from .job_commands import file_format
 from .render import print_json, print_rows
 from .worker_setup import load_worker_schema
@@ -40,7 +40,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
     which = " and ".join(s.value for s in statuses)
     print(
         f"prepared {result.total_records} {which} records of job {args.job_id} in "
-        f"{result.total_batches} batches; work them with `{PROG} work {result.job_id}`",
+        f"{result.total_batches} batches; work them with `{hint(args, 'work', result.job_id)}`",
         file=sys.stderr,
     )
     print(result.job_id)

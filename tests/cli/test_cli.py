@@ -26,7 +26,7 @@ from batchactions_peewee import PeeweeStateStore
 from batchactions_peewee.cli import URL_ENV, build_parser, redact
 
 from ..support.backends import open_database
-from ..support.cli import TIMEOUT_S, Target, as_json, cli, ok
+from ..support.cli import TIMEOUT_S, Target, as_json, cli, ok, pasted
 from ..support.schema import schema_snapshot
 from ..support.stores import new_prefix
 
@@ -50,6 +50,8 @@ def process(record, context):
 
 def slow(record, context):
     time.sleep(0.01)
+    if record["n"] % 10 == 9:
+        raise RuntimeError("nine")
 
 
 not_callable = 42
@@ -137,7 +139,12 @@ def test_run_processes_a_csv_with_two_worker_processes_and_reports_every_record(
     assert len({w["workerId"] for w in workers}) == 2
     assert all(w["error"] is None for w in workers)
     assert sum(w["batches"] for w in workers) == report["totalBatches"]
-    assert sum(w["processed"] + w["failed"] for w in workers) == people.records
+    # One definition of each figure: the workers' invalid and failed add up to the job's.
+    assert sum(w["processed"] for w in workers) == people.processed
+    assert sum(w["invalid"] for w in workers) == people.invalid
+    assert sum(w["failed"] for w in workers) == people.failed
+    assert report["pendingRecords"] == 0 and report["percentage"] == 100
+    assert report["thisRun"]["records"] == people.records
     assert sum(w["finalized"] for w in workers) == 1
 
     store, database = target.store()
@@ -336,24 +343,17 @@ def test_ctrl_c_stops_the_workers_after_their_batch_and_work_resumes_the_job(
         run.send_signal(signal.SIGINT)
         _, err = run.communicate(timeout=TIMEOUT_S)
         assert run.returncode == 130, err
-        assert "resume with `batchactions-peewee work interrupted`" in err
         status = store.get_distributed_status("interrupted")
         assert status.processing_batches == 0  # the batch in hand was finished, not abandoned
         assert 0 < status.completed_batches < 10
 
-        resumed = as_json(
-            cli(
-                "work",
-                "interrupted",
-                "--processor",
-                "cli_case:slow",
-                "--json",
-                *sqlite_target.args,
-                cwd=tmp_path,
-            )
-        )
+        # Pasted as printed: the job remembers its processor, the hint its database.
+        resume = pasted(err, "resume with")
+        assert resume[:2] == ["work", "interrupted"] and "--processor" not in resume
+        resumed = as_json(cli(*resume, "--json", cwd=tmp_path))
+        assert resumed["failedRecords"] == 10, "the remembered processor ran on every record"
         assert resumed["status"] == "COMPLETED"
-        assert resumed["processedRecords"] == 100
+        assert resumed["processedRecords"] == 90
         assert resumed["workers"][0]["batches"] == 10 - status.completed_batches
     finally:
         database.close()
@@ -389,7 +389,8 @@ def test_a_progress_bar_is_drawn_on_stderr_when_it_is_a_terminal(
     assert run.stdout is not None and b"job id: " in run.stdout.read()
     frames = [f for f in drawn.decode().split("\r") if f.startswith("[")]
     assert frames, drawn
-    assert re.match(r"\[#{20}\] 100%  100/100 records, 0 failed  \d+/s  ETA -", frames[-1])
+    bar = r"\[#{20}\] 100%  100/100 records, 0 invalid, 10 failed  \d+/s  ETA -"
+    assert re.match(bar, frames[-1])
     assert all(re.match(r"\[[#.]{20}\] +\d+%  \d+/100 records, ", f) for f in frames)
 
 
@@ -412,7 +413,7 @@ def test_status_shows_batches_by_status_and_the_workers_holding_leases_and_recla
     status = as_json(cli("status", job_id, "--json", *sqlite_target.args, cwd=tmp_path))
     assert status["status"] == "PROCESSING"
     assert status["batches"] == {"PENDING": 3, "PROCESSING": 1}
-    assert status["progress"]["totalRecords"] == 40
+    assert status["totalRecords"] == 40
     [lease] = status["leases"]
     assert (lease["workerId"], lease["batchIndex"], lease["stale"]) == ("machine-b-1", 0, False)
 
@@ -507,9 +508,10 @@ def test_jobs_lists_recent_jobs_with_status_and_progress(
         "people.csv",
     )
     assert listed["totalRecords"] == people.records
-    assert listed["failedRecords"] == people.invalid + people.failed
+    assert (listed["invalidRecords"], listed["failedRecords"]) == (people.invalid, people.failed)
     text = ok(cli("jobs", *target.args, cwd=directory)).stdout.splitlines()
-    assert text[0].split() == ["job", "status", "records", "done", "failed", "started", "source"]
+    header = ["job", "status", "records", "done", "invalid", "failed", "started", "source"]
+    assert text[0].split() == header
     assert text[1].startswith(f"{job_id}  COMPLETED")
     assert as_json(cli("jobs", "--status", "FAILED", "--json", *target.args, cwd=directory)) == []
 
@@ -519,7 +521,8 @@ def test_status_of_a_finished_job_reports_its_duration(
 ) -> None:
     directory, target, _, job_id = finished
     status = as_json(cli("status", job_id, "--json", *target.args, cwd=directory))
-    assert status["durationMs"] == status["completedAt"] - status["startedAt"]
+    # Elapsed stops when the job completed: it does not grow while the job sits finished.
+    assert status["elapsedMs"] == status["completedAt"] - status["startedAt"]
     text = ok(cli("status", job_id, *target.args, cwd=directory)).stdout
     assert re.search(r"^took +[\d.]+ s$", text, re.M)
 
@@ -738,7 +741,8 @@ ERRORS = [
     (
         ["jobs", "--database", "sqlite:///missing/x.db"],
         1,
-        "no database at missing/x.db: run `batchactions-peewee init` first",
+        "no database at missing/x.db: run "
+        "`batchactions-peewee init --database sqlite:///missing/x.db` first",
     ),
     (
         ["jobs", "--database", "sqlite:///no-tables.db"],

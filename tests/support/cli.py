@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -38,6 +40,16 @@ def cli(
         text=True,
         timeout=TIMEOUT_S,
     )
+
+
+def pasted(text: str, after: str) -> list[str]:
+    """The arguments of the command printed in backticks right after ``after`` in
+    ``text``, split as a POSIX shell would when the user pastes it."""
+    found = re.search(re.escape(after) + r" `([^`]+)`", text)
+    assert found, f"no `command` after {after!r} in {text!r}"
+    words = shlex.split(found.group(1))
+    assert words[0] == "batchactions-peewee", words
+    return words[1:]
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
