@@ -3,12 +3,14 @@
 ``StateStore`` and ``DistributedStateStore`` are the public ports of the TypeScript core;
 ``WorkerStore`` adds the fenced lease methods a :class:`~batchactions_peewee.Worker` needs.
 ``WorkerIO`` is internal: the bulk forms that both stores of this package offer the engine
-in place of several port calls (see ``engine.io``).
+in place of several port calls (see ``engine.io``); ``TransactionalIO`` (``PeeweeStateStore``
+only) runs a batch processor and the batch's completion in one transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from .model import (
@@ -120,6 +122,31 @@ class WorkerIO(Protocol):
 
     def _close_connection(self) -> None:
         """Close the calling thread's connection, if the store keeps one per thread."""
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """What a batch's fenced completion writes: ``complete_batch``'s arguments, with the
+    records processed without error as (index, raw, parsed) in ``processed``."""
+
+    status: BatchStatus
+    processed_count: int
+    failed_count: int
+    processed: Sequence[Processed] = ()
+    records: Sequence[ProcessedRecord] = ()
+
+
+class TransactionalIO(Protocol):
+    """A store that can run a batch processor and the batch's fenced completion in one
+    transaction of its database (``PeeweeStateStore``; internal)."""
+
+    database: Any
+
+    def _complete_batch_in_transaction(
+        self, reservation: BatchReservation, produce: Callable[[], Completion]
+    ) -> bool:
+        """``produce()``, then the fenced completion it returns, in one transaction; a
+        completion fenced off rolls back what ``produce`` wrote, and the answer is False."""
 
 
 #: The port methods that the ``WorkerIO`` forms stand in for.

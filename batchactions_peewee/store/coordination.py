@@ -44,6 +44,15 @@ class _Sent:
     take: tuple[Candidate, int] | None = None  # the candidate and the claim time sent
     stamp: int | None = None
     transaction: object = None
+    finished: BatchStatus | None = None  # the status a transactional FINISH sent
+
+
+class _FencedOff(Exception):
+    """Raised inside a transactional FINISH that matched nothing, to roll it back."""
+
+
+#: Record rows as ``records.upsert`` takes them.
+Rows = Sequence[RecordRow]
 
 
 class Coordination:
@@ -227,6 +236,46 @@ class Coordination:
             return True if self.session.exists(self.sql.finished, params) else None
 
         return self.session.write(finish, landed=finished)
+
+    def finish_with(
+        self, r: BatchReservation, produce: Callable[[], tuple[BatchStatus, int, int, Rows]]
+    ) -> bool:
+        """``produce()`` (a batch processor writing through this store's database, which
+        returns the batch's status, counts and record rows), then FINISH, in one
+        transaction: once the reservation no longer holds, FINISH matches nothing and the
+        transaction rolls back with everything ``produce`` wrote. False then."""
+        sent = _Sent()
+
+        def finish() -> bool:
+            status, processed, failed, rows = produce()
+            sent.finished = None
+            fence = (
+                status.value,
+                processed,
+                failed,
+                r.batch_id,
+                r.job_id,
+                r.worker_id,
+                r.version,
+                _PROCESSING,
+            )
+            if self.session.changed(self.sql.finish, fence) != 1:
+                raise _FencedOff  # rolls back what produce() wrote
+            if rows:
+                self.records.upsert(rows)
+            sent.finished = status
+            return True
+
+        def finished() -> bool | None:
+            if sent.finished is None:
+                return None
+            params = (r.batch_id, r.job_id, r.worker_id, r.version + 1, sent.finished.value)
+            return True if self.session.exists(self.sql.finished, params) else None
+
+        try:
+            return self.session.write(finish, landed=finished)
+        except _FencedOff:
+            return False
 
     def finalize(self, job_id: str) -> bool:
         """FINALIZE: True for exactly one caller, once every batch is COMPLETED or FAILED."""

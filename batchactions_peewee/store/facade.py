@@ -9,7 +9,7 @@ clock) and ``schema``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import Any
 
@@ -43,7 +43,7 @@ from ..model import (
     RecordStatus,
     distributed_status_of,
 )
-from ..ports import STOOD_IN_FOR, WorkerIO, overrides
+from ..ports import STOOD_IN_FOR, Completion, WorkerIO, overrides
 from ..rows import completion_rows, job_texts, pending_rows, record_rows
 from . import schema
 from .coordination import Coordination
@@ -441,6 +441,24 @@ class PeeweeStateStore:
         return self._parts.coordination.finish(
             reservation, final, processed_count, failed_count, rows
         )
+
+    def _complete_batch_in_transaction(
+        self, reservation: BatchReservation, produce: Callable[[], Completion]
+    ) -> bool:
+        """``produce()`` and the fenced completion it returns, in one transaction of this
+        store's database: a completion fenced off rolls back whatever ``produce`` wrote
+        through the database (``Worker(transactional=True)``). False then. ``produce``
+        may run more than once, each time in a new transaction, after transient errors."""
+        _check_reservation(reservation)
+
+        def rows() -> tuple[BatchStatus, int, int, list[Any]]:
+            c = produce()
+            final, rows = completion_rows(
+                reservation, c.status, c.processed_count, c.failed_count, c.records, c.processed
+            )
+            return final, c.processed_count, c.failed_count, rows
+
+        return self._parts.coordination.finish_with(reservation, rows)
 
     def _release_reservation(self, reservation: BatchReservation) -> bool:
         _check_reservation(reservation)
