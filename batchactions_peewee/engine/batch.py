@@ -11,7 +11,14 @@ from typing import Any
 
 import pydantic
 
-from ..model import BatchReservation, Processed, ProcessedRecord, RecordStatus, trusted_record
+from ..model import (
+    BatchReservation,
+    Processed,
+    ProcessedRecord,
+    RecordStatus,
+    ValidationError,
+    trusted_record,
+)
 from .events import BatchCompleted, BatchFailed, ProcessingContext, WorkerEvent, record_error
 from .validation import utf8_text, validate_record
 
@@ -60,27 +67,26 @@ class RecordProcessing:
         if self.schema is not None:
             parsed, errors = validate_record(self.schema, raw)
             if errors:
-                return ProcessedRecord(
-                    index=index,
-                    raw=raw,
-                    parsed=parsed,
-                    status=RecordStatus.INVALID,
-                    errors=errors,
-                )
+                return invalid_record(index, raw, errors)
+        return self._attempts(index, raw, parsed, parsed, context)
+
+    def _attempts(
+        self,
+        index: int,
+        raw: dict[str, Any],
+        parsed: dict[str, Any],
+        given: dict[str, Any],
+        context: ProcessingContext,
+    ) -> Done | ProcessedRecord | None:
+        """Give ``given`` to the processor until it succeeds or the retries run out; the
+        result keeps ``raw`` and ``parsed``. None when the lease is lost mid-retry."""
         attempt = 0
         while True:
             try:
-                self.processor(parsed, context)
+                self.processor(given, context)
             except Exception as exc:
                 if attempt >= self.max_retries:
-                    return ProcessedRecord(
-                        index=index,
-                        raw=raw,
-                        parsed=parsed,
-                        status=RecordStatus.FAILED,
-                        processing_error=utf8_text(str(exc) or type(exc).__name__),
-                        retry_count=attempt,
-                    )
+                    return failed_record(index, raw, parsed, exc, attempt)
                 attempt += 1
                 logger.debug("record %d failed (%s); retry %d", index, exc, attempt)
                 self.wait(self.retry_delay_ms * 2 ** (attempt - 1) / 1000, context.lease_lost)
@@ -93,6 +99,33 @@ class RecordProcessing:
             # cannot change what is stored.
             kept = dict(raw)
             return index, kept, kept if parsed is raw else parsed, attempt
+
+
+def invalid_record(
+    index: int, raw: dict[str, Any], errors: list[ValidationError]
+) -> ProcessedRecord:
+    """The record as stored when it fails the schema: its raw data as its parsed data."""
+    return ProcessedRecord(
+        index=index, raw=raw, parsed=raw, status=RecordStatus.INVALID, errors=errors
+    )
+
+
+def failed_record(
+    index: int,
+    raw: dict[str, Any],
+    parsed: dict[str, Any],
+    exc: Exception,
+    retries: int | None,
+) -> ProcessedRecord:
+    """The record as stored when its processor (or a hook) raised ``exc``."""
+    return ProcessedRecord(
+        index=index,
+        raw=raw,
+        parsed=parsed,
+        status=RecordStatus.FAILED,
+        processing_error=utf8_text(str(exc) or type(exc).__name__),
+        retry_count=retries,
+    )
 
 
 def process_records(
