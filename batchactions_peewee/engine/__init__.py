@@ -19,18 +19,24 @@ from .events import (
     WorkerEvent,
     WorkerSummary,
 )
+from .hooks import AfterProcess, AfterValidate, BeforeProcess, BeforeValidate, JobHooks
 from .prepare import PrepareResult, prepare_job
 from .retry import PreviewResult, prepare_retry_job, preview_records
 from .worker import Worker, default_worker_id
 
 __all__ = [
+    "AfterProcess",
+    "AfterValidate",
     "BatchClaimed",
     "BatchCompleted",
     "BatchFailed",
     "BatchResult",
+    "BeforeProcess",
+    "BeforeValidate",
     "EventHandler",
     "JobAborted",
     "JobCompleted",
+    "JobHooks",
     "JobPaused",
     "JobResumed",
     "LeaseLost",

@@ -45,6 +45,7 @@ from .events import (
     WorkerSummary,
     record_failed_event,
 )
+from .hooks import HookedRecordProcessing, JobHooks, check_hooks
 from .io import worker_io
 from .leases import Held, Leases
 from .validation import check_schema
@@ -118,6 +119,9 @@ class Worker:
 
     The worker renews its lease from a background thread every ``lease_timeout_ms / 3``;
     batches whose lease is older than ``lease_timeout_ms`` are reclaimed by idle workers.
+    ``hooks`` (a :class:`JobHooks`) are called around each record's validation and
+    processing: ``before_validate``, ``after_validate``, ``before_process`` and
+    ``after_process``; a hook that raises fails its record without retries.
     ``on_event`` receives :class:`WorkerEvent` s; an exception it raises is logged and
     ignored. ``sleep`` (seconds) replaces the retry waits (processor retries and pauses
     after a store failure), for tests. Settings come from these arguments only, not from
@@ -143,6 +147,7 @@ class Worker:
         lease_timeout_ms: int = 300_000,
         on_event: EventHandler | None = None,
         sleep: Callable[[float], object] | None = None,
+        hooks: JobHooks | None = None,
     ) -> None:
         missing = [
             name
@@ -159,6 +164,7 @@ class Worker:
             worker_id if worker_id is not None else default_worker_id()
         )
         self.schema = check_schema(schema)
+        self.hooks = check_hooks(hooks, has_schema=self.schema is not None)
         self.continue_on_error = bool(continue_on_error)
         self.max_retries = _non_negative(max_retries, "max_retries")
         self.retry_delay_ms = _non_negative(retry_delay_ms, "retry_delay_ms")
@@ -423,10 +429,12 @@ class Worker:
         )
 
     def _record_processing(self) -> RecordProcessing:
-        # The settings as they are now: all are public attributes.
-        return RecordProcessing(
-            self.processor, self.schema, self.max_retries, self.retry_delay_ms, self._wait
-        )
+        # The settings as they are now: all are public attributes. Without hooks, the plain
+        # pipeline: no hook is looked for per record.
+        settings = (self.processor, self.schema, self.max_retries, self.retry_delay_ms, self._wait)
+        if self.hooks is None or not self.hooks.any_set:
+            return RecordProcessing(*settings)
+        return HookedRecordProcessing(*settings, self.hooks)
 
     def _wait(self, seconds: float, lease_lost: threading.Event) -> None:
         if self._sleep is not None:
