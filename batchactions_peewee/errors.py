@@ -63,6 +63,13 @@ class StoreUnavailable(BatchActionsError, pw.OperationalError):
     are raised as the driver raised them."""
 
 
+class StatementTooLarge(BatchActionsError, pw.OperationalError):
+    """The database refuses a statement this large (MySQL's and MariaDB's
+    ``max_allowed_packet``). Trying again cannot help, so it is not retried: raise the
+    server's limit, or write fewer records at once. A ``peewee.OperationalError`` too, as
+    the driver's error was."""
+
+
 class SourceError(BatchActionsError):
     """An input file cannot be read at all: missing, unreadable, or a CSV file without a
     header."""

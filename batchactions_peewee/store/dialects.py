@@ -18,6 +18,8 @@ from ..errors import InvalidInputError
 
 MYSQL_TRANSIENT = {1205, 1213}  # lock wait timeout, deadlock: the transaction was rolled back
 POSTGRES_TRANSIENT = {"40001", "40P01"}  # serialization failure, deadlock detected
+# A packet bigger than max_allowed_packet; a result that would be: trying again cannot help.
+MYSQL_PACKET_REFUSED = {1153, 1301}
 # Server gone away, lost connection (x2), killed, shutting down, idle-disconnected; cannot
 # connect (socket, TCP): nothing was sent, so retrying is safe.
 MYSQL_DISCONNECT = {2006, 2013, 2055, 1927, 1053, 4031, 2002, 2003}
@@ -64,6 +66,8 @@ class Dialect:
     #: The column type of JSON text and whether it may carry a default.
     json_text_type: ClassVar[str] = "TEXT"
     json_text_defaults: ClassVar[bool] = True
+    #: The server refuses statements above a size of its own (``packet_limit``).
+    packet_limited: ClassVar[bool] = False
 
     def __init__(self, database: pw.Database) -> None:
         self.database = database
@@ -85,6 +89,18 @@ class Dialect:
     def is_disconnect(self, exc: BaseException) -> bool:
         """True when ``exc`` means the connection is gone. Whether a COMMIT in flight landed
         is then unknown: callers re-run only writes that are idempotent or verifiable."""
+        return False
+
+    def packet_limit(self, *, ask: bool = True) -> int | None:
+        """The largest statement the server accepts, in bytes; None where it has no limit
+        of its own, or (``ask=False``) where it has not been asked yet."""
+        return None
+
+    def forget_packet_limit(self) -> None:
+        """Read ``packet_limit`` again next time (a new connection may have another)."""
+
+    def refuses_packet(self, exc: BaseException) -> bool:
+        """True when ``exc`` means the server refused a statement for its size."""
         return False
 
     def supports_skip_locked(self) -> bool:
@@ -142,6 +158,11 @@ class MySQLDialect(Dialect):
     json_text_defaults = False
     # UTC_TIMESTAMP does not depend on the session time zone.
     now_sql = "SELECT TIMESTAMPDIFF(MICROSECOND, '1970-01-01', UTC_TIMESTAMP(6)) DIV 1000"
+    packet_limited = True
+
+    def __init__(self, database: pw.Database) -> None:
+        super().__init__(database)
+        self._packet_limit: int | None = None
 
     def table_settings(self) -> list[str]:
         # utf8mb4 for full Unicode; a binary NO PAD collation so ids compare exactly
@@ -162,6 +183,18 @@ class MySQLDialect(Dialect):
             return True
         # PyMySQL raises InterfaceError(0, "") for any use of a connection it knows is closed.
         return any(type(e).__name__ == "InterfaceError" and e.args[:1] == (0,) for e in _chain(exc))
+
+    def packet_limit(self, *, ask: bool = True) -> int | None:
+        if self._packet_limit is None and ask:  # the session's value, fixed when it connected
+            cursor: Any = self.database.execute_sql("SELECT @@max_allowed_packet")  # type: ignore[no-untyped-call]
+            self._packet_limit = int(cursor.fetchone()[0])
+        return self._packet_limit
+
+    def forget_packet_limit(self) -> None:
+        self._packet_limit = None
+
+    def refuses_packet(self, exc: BaseException) -> bool:
+        return any(code in MYSQL_PACKET_REFUSED for code in _driver_codes(exc))
 
     def supports_skip_locked(self) -> bool:
         version = self.database.server_version or (0,)

@@ -11,7 +11,7 @@ import peewee as pw
 
 from ..model import FAILED_RECORD_STATUSES, ProcessedRecord
 from ..rows import RecordRow, raw_from_row, record_from_row
-from .session import Session, StaleStatement
+from .session import WEIGH_BYTES, Session, StaleStatement
 from .tables import Tables
 
 #: Keep each bulk statement well inside MySQL's max_allowed_packet.
@@ -52,7 +52,10 @@ class Records:
                 self._unnest(chunk)
             return
         database = self.session.database
+        weigh = self.session.dialect.packet_limited
         for chunk in self._chunks(rows, _RECORD_COLUMNS):
+            if weigh:
+                self.session.check_size(_statement_bytes(chunk), len(chunk))
             params = list(chain.from_iterable(chunk))
             database.execute_sql(self._values_sql(len(chunk)), params)  # type: ignore[no-untyped-call]
 
@@ -231,6 +234,17 @@ def _records_bytes(rows: Sequence[RecordRow]) -> int:
     """What ``_record_bytes`` sums to over ``rows``, without a Python call per row."""
     texts = sum(sum(map(len, map(itemgetter(c), rows))) for c in (4, 5, 6))
     return texts + sum(map(len, filter(None, map(itemgetter(7), rows))))
+
+
+def _statement_bytes(rows: Sequence[RecordRow]) -> int:
+    """About the bytes of a statement of ``rows``: its texts' length; for a long one (from
+    WEIGH_BYTES on, where a server's limit may matter) their bytes as a MySQL client sends
+    them, UTF-8 with each quote and backslash escaped."""
+    size = _records_bytes(rows)
+    if size < WEIGH_BYTES:
+        return size
+    texts = [v for row in rows for v in row if isinstance(v, str)]
+    return sum(len(t.encode()) + t.count("\\") + t.count('"') + t.count("'") for t in texts)
 
 
 def _record_bytes(row: RecordRow) -> int:

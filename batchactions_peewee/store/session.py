@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import peewee as pw
 
-from ..errors import StoreUnavailable
+from ..errors import StatementTooLarge, StoreUnavailable
 from .dialects import Dialect
 
 T = TypeVar("T")
@@ -22,6 +22,11 @@ MAX_ATTEMPTS = 8
 _BACKOFF_BASE_S = 0.01
 _BACKOFF_CAP_S = 1.0
 _CLOCK_REFRESH_S = 30.0
+#: Statements from this size on are weighed against the server's size limit before they
+#: are sent; smaller ones only once the limit is known.
+WEIGH_BYTES = 4 * 1024 * 1024
+#: No server is set up to refuse statements smaller than this (MySQL 5.5's default limit).
+_SMALLEST_LIMIT = 1024 * 1024
 
 Clock = Callable[[], int]
 
@@ -39,13 +44,31 @@ _OPERATIONAL = (pw.OperationalError, pw.InterfaceError, pw.InternalError)
 def as_store_error(exc: BaseException, attempts: int = 1) -> BaseException:
     """The boundary where driver errors become ours: ``exc`` as ``StoreUnavailable`` when
     it is about the database's operation, else ``exc`` itself."""
-    if isinstance(exc, StoreUnavailable) or not isinstance(exc, _OPERATIONAL):
+    if isinstance(exc, (StoreUnavailable, StatementTooLarge)) or not isinstance(exc, _OPERATIONAL):
         return exc
     error = StoreUnavailable(
         f"the database is unavailable after {attempts} attempt(s): {type(exc).__name__}: {exc}"
     )
     error.__cause__ = exc
     return error
+
+
+def statement_too_large(
+    size: int | None, limit: int | None, records: int | None
+) -> StatementTooLarge:
+    """The error for a statement of ``size`` bytes (``records`` records) that the server's
+    ``max_allowed_packet`` of ``limit`` bytes refuses; None where not known."""
+    what = f"a {_mib(size)} statement" if size else "a statement"
+    if records:
+        what += f" ({records} record{'' if records == 1 else 's'})"
+    now = f" (now {_mib(limit)})" if limit else ""
+    fewer = "" if records == 1 else ", or write fewer records at once (a smaller batch size)"
+    fix = f"raise the server's max_allowed_packet{now} above that{fewer}"
+    return StatementTooLarge(f"the database refuses {what}: {fix}")
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
 
 
 def backoff_delay(attempt: int) -> float:
@@ -95,6 +118,7 @@ class Session:
         self.dialect = dialect
         self._clock = clock
         self._server_clock = DatabaseClock(database, dialect.now_sql) if dialect.now_sql else None
+        self._sending = threading.local()  # this thread's statement: (bytes, records, limit)
 
     def now(self) -> int:
         """The store's clock in epoch ms."""
@@ -120,6 +144,32 @@ class Session:
         """The row count of one UPDATE: what decides every "only one wins"."""
         cursor: Any = self.database.execute_sql(sql, params)  # type: ignore[no-untyped-call]
         return int(cursor.rowcount)
+
+    def check_size(self, size: int, records: int) -> None:
+        """Before a statement of ``size`` bytes carrying ``records`` records is sent: raise
+        ``StatementTooLarge`` if the server's limit refuses it (nothing is sent then). The
+        limit is asked for (once per connection) only from ``WEIGH_BYTES`` on."""
+        limit = self.dialect.packet_limit(ask=size >= WEIGH_BYTES)
+        self._sending.statement = (size, records, limit)
+        if limit is not None and size > limit:
+            raise statement_too_large(size, limit, records)
+
+    def _too_large(self, exc: BaseException) -> StatementTooLarge | None:
+        """After ``exc`` lost the connection: StatementTooLarge if the server refused the
+        statement in flight for its size, which it says (MySQL 1153) or shows by closing
+        the connection on a statement larger than its limit, asked on a new connection.
+        None for a connection lost for another reason."""
+        refused = self.dialect.refuses_packet(exc)
+        size, records, limit = getattr(self._sending, "statement", None) or (None, None, None)
+        if not refused and (size is None or size < _SMALLEST_LIMIT):
+            return None  # no statement of ours a server would refuse was in flight
+        self.dialect.forget_packet_limit()  # the next connection may have another
+        if limit is None or not refused:
+            with contextlib.suppress(pw.DatabaseError, pw.InterfaceError):
+                limit = self.dialect.packet_limit()  # a server still down answers nothing
+        if refused or (size is not None and limit is not None and size > limit):
+            return statement_too_large(size, limit, records)
+        return None
 
     def write(
         self, operation: Callable[[], T], *, landed: Callable[[], T | None] | None = None
@@ -159,12 +209,15 @@ class Session:
         unseen, so ``landed`` (when given) first checks whether it did; every other
         operation is idempotent (upserts keyed by job and record index, updates that set
         values). Inside a caller's own transaction nothing is retried: the caller's
-        transaction is what failed. What still fails is raised through ``as_store_error``.
+        transaction is what failed. A statement the server refuses for its size is not
+        retried either: ``StatementTooLarge``. What still fails is raised through
+        ``as_store_error``.
         """
         dialect = self.dialect
         nested = self.database.in_transaction()
         attempt, check_landed = 0, False
         while True:
+            self._sending.statement = None
             try:
                 if check_landed and landed is not None:
                     outcome = landed()
@@ -175,12 +228,17 @@ class Session:
                 with dialect.write_transaction():
                     return operation()
             except (pw.DatabaseError, pw.InterfaceError) as exc:
+                if isinstance(exc, StatementTooLarge):
+                    raise  # refused before it was sent: trying again cannot help
                 if nested:
                     raise  # the caller's transaction failed: the caller decides
                 attempt += 1
                 disconnected = dialect.is_disconnect(exc)
-                if disconnected:
+                if disconnected or dialect.refuses_packet(exc):
                     self.drop_connection()  # the next call starts on a new connection
+                    too_large = self._too_large(exc)
+                    if too_large is not None:
+                        raise too_large from exc  # it would be refused again
                     check_landed = True
                 retriable = disconnected or dialect.is_transient(exc)
                 stale = isinstance(exc, StaleStatement) and attempt == 1

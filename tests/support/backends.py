@@ -71,3 +71,17 @@ def open_database(url: str) -> pw.Database:
 def mysql_packet_limit(database: pw.Database) -> int:
     cursor: Any = database.execute_sql("SELECT @@GLOBAL.max_allowed_packet")  # type: ignore[no-untyped-call]
     return int(cursor.fetchone()[0])
+
+
+@contextmanager
+def mysql_global_packet_limit(database: pw.Database, limit: int) -> Iterator[None]:
+    """Connections opened inside the block get ``limit`` as their max_allowed_packet (the
+    session value is read-only: it is the global one when the connection opens); the
+    server's own value is back on exit. Every client of the server sees the lower limit
+    meanwhile, so keep the block to the connect."""
+    before = mysql_packet_limit(database)
+    database.execute_sql(f"SET GLOBAL max_allowed_packet = {int(limit)}")  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        database.execute_sql(f"SET GLOBAL max_allowed_packet = {before}")  # type: ignore[no-untyped-call]
