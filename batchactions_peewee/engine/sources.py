@@ -35,13 +35,18 @@ _EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 LINE_KEY, RAW_KEY, ERROR_KEY = "_line", "_raw", "_error"
 _BAD_ROW_KEYS = frozenset({LINE_KEY, RAW_KEY, ERROR_KEY})
 
+#: A bad row's text is kept up to this many characters, then cut with a marker saying so.
+BAD_ROW_TEXT_LIMIT = 10_000
+
 
 @dataclass(frozen=True, slots=True)
 class SourceRow:
     """One row of a file: its data, or the error that kept it from being read.
 
     ``line`` is the 1-based number of the line the row starts on. For a bad row ``data`` is
-    None and ``text`` holds the row as read, undecodable bytes escaped as ``\\xNN``.
+    None and ``text`` holds the row as read, undecodable bytes escaped as ``\\xNN``; a text
+    longer than ``BAD_ROW_TEXT_LIMIT`` characters is cut there and ends with
+    ``... [cut: N characters in all]``.
     """
 
     line: int
@@ -76,7 +81,11 @@ class AnyRecord(pydantic.BaseModel):
 def _reject_bad_rows(cls: type[pydantic.BaseModel], data: Any) -> Any:
     error = source_error(data)
     if error is not None:
-        raise PydanticCustomError("source_error", "{error}", {"error": error})
+        # The error's input is None, not the row: the record's raw form holds its text already.
+        custom = PydanticCustomError("source_error", "{error}", {"error": error})
+        raise pydantic.ValidationError.from_exception_data(
+            cls.__name__, [{"type": custom, "loc": (), "input": None}]
+        )
     return data
 
 
@@ -182,6 +191,8 @@ class _Lines:
 
 
 def _bad(line: int, text: str, error: str) -> SourceRow:
+    if len(text) > BAD_ROW_TEXT_LIMIT:  # unreadable, so cut; the marker says it was
+        text = f"{text[:BAD_ROW_TEXT_LIMIT]}... [cut: {len(text)} characters in all]"
     return SourceRow(line=line, data=None, error=error, text=text)
 
 
@@ -295,6 +306,7 @@ def _json_kind(value: object) -> str:
 
 
 __all__ = [
+    "BAD_ROW_TEXT_LIMIT",
     "ERROR_KEY",
     "FORMATS",
     "LINE_KEY",

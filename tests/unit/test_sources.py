@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from batchactions_peewee.engine.sources import (
+    BAD_ROW_TEXT_LIMIT,
     SourceError,
     SourceRow,
     detect_format,
@@ -179,7 +180,10 @@ def test_a_bad_jsonl_line_is_a_bad_row_and_the_next_lines_still_read(
     bad = rows[1]
     assert bad.line == 2
     assert bad.error is not None and bad.error.startswith(message)
-    assert bad.text == line.decode("utf-8", "backslashreplace")
+    text = line.decode("utf-8", "backslashreplace")
+    if len(text) > BAD_ROW_TEXT_LIMIT:  # the 100,000 brackets, cut
+        text = f"{text[:BAD_ROW_TEXT_LIMIT]}... [cut: {len(text)} characters in all]"
+    assert bad.text == text
 
 
 def _endless_lines(template: bytes) -> Iterator[bytes]:
@@ -322,3 +326,32 @@ def test_open_source_reads_a_file_and_refuses_a_missing_one(tmp_path: Any) -> No
     missing = open_source(str(tmp_path / "missing.csv"), "csv")
     with pytest.raises(SourceError, match=r"^cannot read .*missing.csv: No such file"):
         missing.__enter__()
+
+
+# -- long lines -----------------------------------------------------------------------------
+
+
+def test_an_unreadable_line_over_the_limit_is_kept_cut_with_a_marker() -> None:
+    long_line = "x," * 20_000 + "x"  # 20,001 fields where the header has 2
+    rows = csv_rows(b"a,b\n" + long_line.encode() + b"\n1,2\n")
+    bad = rows[0]
+    assert bad.error == "line 2: 20001 fields where the header has 2"
+    marker = "... [cut: 40001 characters in all]"
+    assert bad.text == long_line[:BAD_ROW_TEXT_LIMIT] + marker
+    assert bad.as_record()["_raw"] == bad.text
+    assert rows[1].data == {"a": "1", "b": "2"}
+
+
+def test_valid_data_is_never_cut() -> None:
+    cell, value = "y" * 100_000, "z" * 3_000_000
+    [row] = csv_rows(b"a,b\n" + cell.encode() + b",2\n")
+    assert row.data == {"a": cell, "b": "2"}
+    [row] = jsonl_rows(json.dumps({"v": value}).encode() + b"\n")
+    assert row.data == {"v": value}
+
+
+def test_a_bad_rows_error_holds_no_copy_of_the_row() -> None:
+    [bad] = jsonl_rows(b'{"oops": ' + b"1" * 50_000 + b"\n")
+    _, [error] = validate_record(with_source_errors(None), bad.as_record())
+    assert error.value is None
+    assert "1" * 100 not in json.dumps(error.to_json_dict())
