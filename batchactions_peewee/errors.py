@@ -71,5 +71,5 @@ class StatementTooLarge(BatchActionsError, pw.OperationalError):
 
 
 class SourceError(BatchActionsError):
-    """An input file cannot be read at all: missing, unreadable, or a CSV file without a
-    header."""
+    """An input file cannot be read at all: missing, unreadable, not text, or a CSV file
+    without a header."""

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import io
+import itertools
 import json
+import random
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,8 +19,10 @@ from hypothesis import strategies as st
 
 from batchactions_peewee.engine.sources import (
     BAD_ROW_TEXT_LIMIT,
+    SNIFF_BYTES,
     SourceError,
     SourceRow,
+    check_encoding,
     detect_format,
     open_source,
     read_csv,
@@ -25,6 +31,7 @@ from batchactions_peewee.engine.sources import (
     with_source_errors,
 )
 from batchactions_peewee.engine.validation import CUSTOM_VALIDATION, REQUIRED, validate_record
+from batchactions_peewee.errors import InvalidInputError
 
 
 def csv_rows(data: bytes) -> list[SourceRow]:
@@ -194,36 +201,47 @@ def _endless_lines(template: bytes) -> Iterator[bytes]:
 
 
 class CountingStream(io.RawIOBase):
-    """An endless stream of lines that counts how many were read."""
+    """An endless stream of lines that counts the bytes read from it."""
 
     def __init__(self, header: bytes, template: bytes) -> None:
-        self.lines = _endless_lines(template)
-        self.header: bytes | None = header
-        self.read_lines = 0
+        self.lines = itertools.chain([header], _endless_lines(template))
+        self.buffer = b""
+        self.bytes_read = 0
+
+    def _take(self, size: int) -> bytes:
+        while len(self.buffer) < size:
+            self.buffer += next(self.lines)
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        self.bytes_read += len(data)
+        return data
+
+    def read(self, size: int | None = -1) -> bytes:
+        assert size is not None and size > 0, "an endless stream cannot be read whole"
+        return self._take(size)
 
     def readline(self, size: int | None = -1) -> bytes:
-        self.read_lines += 1
-        if self.header is not None:
-            header, self.header = self.header, None
-            return header
-        return next(self.lines)
+        while b"\n" not in self.buffer:
+            self.buffer += next(self.lines)
+        return self._take(self.buffer.index(b"\n") + 1)
 
 
 @pytest.mark.parametrize(
-    ("reader", "header", "template", "expected", "lines_read"),
+    ("reader", "header", "template", "expected"),
     [
-        (read_csv, b"n\n", b"N\n", ["1", "2", "3"], 4),  # the header is a line too
-        (read_jsonl, b'{"n": 0}\n', b'{"n": N}\n', [0, 1, 2], 3),
+        (read_csv, b"n\n", b"N\n", ["1", "2", "3"]),
+        (read_jsonl, b'{"n": 0}\n', b'{"n": N}\n', [0, 1, 2]),
     ],
 )
-def test_rows_stream_one_line_at_a_time_from_an_endless_file(
-    reader: Any, header: bytes, template: bytes, expected: list[object], lines_read: int
+def test_rows_stream_from_an_endless_file_that_is_read_no_further_than_its_first_bytes(
+    reader: Any, header: bytes, template: bytes, expected: list[object]
 ) -> None:
     stream = CountingStream(header, template)
     rows = reader(stream)
     first = [next(rows) for _ in range(3)]
     assert [r.data["n"] for r in first] == expected
-    assert stream.read_lines == lines_read
+    # The first bytes, read ahead to check that the file is text, and the rest of the line
+    # they end in: nothing more.
+    assert SNIFF_BYTES <= stream.bytes_read <= SNIFF_BYTES + len(template) + 8
 
 
 # -- bad-row records and validation ------------------------------------------------------
@@ -326,6 +344,129 @@ def test_open_source_reads_a_file_and_refuses_a_missing_one(tmp_path: Any) -> No
     missing = open_source(str(tmp_path / "missing.csv"), "csv")
     with pytest.raises(SourceError, match=r"^cannot read .*missing.csv: No such file"):
         missing.__enter__()
+
+
+def test_open_source_refuses_standard_input_that_is_not_text(monkeypatch: Any) -> None:
+    compressed = gzip.compress(b'{"a": 1}\n' * 100)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(compressed)))
+    with pytest.raises(SourceError, match=r"^standard input is not text \(gzip-compressed\?\)$"):
+        open_source("-", "jsonl").__enter__()
+
+
+# -- files that are not text ----------------------------------------------------------------
+
+
+def _noise(size: int, *, nul: bool = True) -> bytes:
+    data = random.Random(7).randbytes(size)
+    return data if nul else data.replace(b"\0", b"\1")
+
+
+LATIN_1 = "name,city\nJosé,Lisboa\nInês,Évora\nAna,Porto\nJoão,Braga\n".encode("latin-1")
+
+NOT_TEXT = [
+    (gzip.compress(b"a,b\n1,2\n" * 1000), "data.csv is not text (gzip-compressed?)"),
+    (b"PK\x03\x04\x14\x00\x06\x00" + _noise(500), "data.csv is not text (a zip archive, or "),
+    (b"a,b\n1,\x002\n", "data.csv is not text: it holds a NUL byte (byte 7)"),
+    (_noise(20_000), "data.csv is not text: it holds a NUL byte (byte "),
+    ("a,b\n1,2\n".encode("utf-16"), "data.csv is UTF-16 text: convert it to UTF-8 first"),
+    (_noise(20_000, nul=False), "data.csv is not UTF-8 text (byte 0x"),
+    (
+        LATIN_1,
+        "data.csv is not UTF-8 text (byte 0xe9 at byte 14): give its encoding, "
+        "e.g. --encoding latin-1",
+    ),
+]
+
+
+@pytest.mark.parametrize("reader", [read_csv, read_jsonl])
+@pytest.mark.parametrize(
+    ("data", "message"),
+    NOT_TEXT,
+    ids=["gzip", "zip", "nul", "noise", "utf16", "noise-no-nul", "latin1"],
+)
+def test_a_file_that_is_not_text_is_refused_as_a_whole_before_a_row_is_read(
+    reader: Any, data: bytes, message: str
+) -> None:
+    with pytest.raises(SourceError) as caught:
+        reader(io.BytesIO(data), name="data.csv")
+    assert str(caught.value).startswith(message), caught.value
+    assert "\n" not in str(caught.value)
+
+
+def test_an_occasional_line_that_is_not_utf8_stays_a_bad_row_of_a_text_file() -> None:
+    lines = [f"user{i}@x.io,{i}".encode() for i in range(50)]
+    lines[3] = "Jos\xe9@x.io,3".encode("latin-1")
+    rows = csv_rows(b"email,n\n" + b"\n".join(lines) + b"\n")
+    assert len(rows) == 50
+    assert [r.line for r in rows if r.data is None] == [5]
+
+
+def test_a_first_line_longer_than_the_bytes_read_ahead_is_read_whole() -> None:
+    # The bytes read ahead end in the middle of the line, and of a two-byte character.
+    value = "é" * SNIFF_BYTES
+    rows = jsonl_rows(json.dumps({"a": value}, ensure_ascii=False).encode() + b'\n{"b": 2}\n')
+    assert [r.data for r in rows] == [{"a": value}, {"b": 2}]
+
+
+def test_encoding_names_the_files_encoding() -> None:
+    rows = list(read_csv(io.BytesIO(LATIN_1), encoding="latin-1"))
+    assert [r.data for r in rows][:2] == [
+        {"name": "José", "city": "Lisboa"},
+        {"name": "Inês", "city": "Évora"},
+    ]
+    [row] = jsonl_rows_in('{"name": "Zoë"}\n'.encode("cp1252"), "cp1252")
+    assert row.data == {"name": "Zoë"}
+
+
+def jsonl_rows_in(data: bytes, encoding: str) -> list[SourceRow]:
+    return list(read_jsonl(io.BytesIO(data), encoding=encoding))
+
+
+@pytest.mark.parametrize(
+    ("encoding", "message"),
+    [
+        ("klingon", "unknown encoding 'klingon'"),
+        ("utf-16", "encoding utf-16 is not supported: it must keep ASCII as it is"),
+        ("base64", "unknown encoding 'base64'"),
+    ],
+)
+def test_an_encoding_that_cannot_be_read_line_by_line_is_refused(
+    encoding: str, message: str
+) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        check_encoding(encoding)
+    assert str(caught.value).startswith(message)
+    assert check_encoding("latin-1") == "latin-1"
+    assert check_encoding("utf-8-sig") == "utf-8-sig"
+
+
+# -- the header ------------------------------------------------------------------------------
+
+
+def test_a_csv_source_names_its_header_columns_and_jsonl_has_none() -> None:
+    rows = read_csv(io.BytesIO(b"id,email,name\n1,a@x.io,Ann\n"))
+    assert (rows.columns, rows.header_warning) == (["id", "email", "name"], None)
+    assert read_jsonl(io.BytesIO(b'{"a": 1}\n')).columns is None
+
+
+@pytest.mark.parametrize(
+    ("first_line", "shown"),
+    [
+        (b"1,ada@x.io,Ada", "1, ada@x.io"),
+        (b"17,2024-01-31,3.5,-2,x", "17, 2024-01-31, 3.5, ..."),
+        (b"Ada,12/31/1990", "12/31/1990"),
+    ],
+)
+def test_a_header_that_looks_like_data_is_taken_with_a_warning(
+    first_line: bytes, shown: str
+) -> None:
+    rows = read_csv(io.BytesIO(first_line + b"\n" + first_line + b"\n"), name="people.csv")
+    assert rows.columns == first_line.decode().split(",")
+    assert rows.header_warning == (
+        f"people.csv: line 1 may be data, not a header ({shown} read as column names); "
+        "a CSV file starts with a header line"
+    )
+    assert len(list(rows)) == 1
 
 
 # -- long lines -----------------------------------------------------------------------------
