@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable
+from typing import NoReturn
 
 from .. import __version__
 from ..checks import check_id, check_table_prefix
@@ -72,9 +73,24 @@ def _table_prefix(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _common_options() -> argparse.ArgumentParser:
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are two lines, not the whole usage."""
+
+    def error(self, message: str) -> NoReturn:
+        operands = " ".join(
+            a.metavar if isinstance(a.metavar, str) else a.dest
+            for a in self._get_positional_actions()
+        )
+        usage = " ".join(filter(None, [self.prog, operands, "[options]"]))
+        self.exit(
+            2,
+            f"{self.prog}: error: {message}\nusage: {usage} (see {self.prog} --help)\n",
+        )
+
+
+def _common_options() -> _Parser:
     # SUPPRESS: given before or after the command, an option is set once and not reset.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--database",
         metavar="URL",
@@ -176,7 +192,7 @@ _AddCommand = Callable[[str, Callable[[argparse.Namespace], int], str], argparse
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     common = _common_options()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         parents=[common],
         description="Batch jobs in any Peewee database, shared by many worker processes.",

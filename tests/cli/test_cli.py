@@ -794,7 +794,8 @@ def test_usage_errors_exit_with_2_and_no_traceback(ready: Path, args: list[str])
     result = cli(*args, cwd=ready)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert "error:" in result.stderr.splitlines()[-1]
+    error, usage = result.stderr.splitlines()  # the error, then a short usage
+    assert "error:" in error and usage.startswith("usage: batchactions-peewee")
 
 
 #: Every command of the CLI.
