@@ -269,10 +269,19 @@ def load_schema(spec: str | None) -> type[pydantic.BaseModel] | None:
     """The ``--schema`` pydantic model class, or None."""
     if spec is None:
         return None
+    found = load_object(spec, "--schema")
     try:
-        return check_schema(load_object(spec, "--schema"))
-    except InvalidInputError:
-        raise usage_error(f"--schema {spec}: not a pydantic model class") from None
+        return check_schema(found)
+    except InvalidInputError as exc:
+        # A model without fields is a model class all the same: say what is wrong with it.
+        fieldless = (
+            isinstance(found, type)
+            and issubclass(found, pydantic.BaseModel)
+            and not issubclass(found, pydantic.RootModel)
+            and found is not pydantic.BaseModel
+        )
+        reason = str(exc).removeprefix("schema ") if fieldless else "not a pydantic model class"
+        raise usage_error(f"--schema {spec}: {reason}") from None
 
 
 # -- logging ---------------------------------------------------------------------------------

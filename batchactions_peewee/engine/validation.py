@@ -54,7 +54,8 @@ _VALIDATOR_ERROR_TYPES = frozenset({"value_error", "assertion_error"})
 
 
 def check_schema(schema: object) -> type[pydantic.BaseModel] | None:
-    """``schema`` must be None or a pydantic model class whose dump is a dict."""
+    """``schema`` must be None or a pydantic model class whose dump is a dict, with fields
+    (or ``extra="allow"``): a model without them would validate every record as ``{}``."""
     if schema is None:
         return None
     if (
@@ -63,6 +64,16 @@ def check_schema(schema: object) -> type[pydantic.BaseModel] | None:
         or issubclass(schema, pydantic.RootModel)
     ):
         raise InvalidInputError(f"schema must be a pydantic model class, got {schema!r}")
+    if schema is pydantic.BaseModel:
+        raise InvalidInputError(
+            "schema must be a pydantic model class, got pydantic.BaseModel itself: "
+            "name a subclass with the fields of a record"
+        )
+    if not schema.model_fields and schema.model_config.get("extra") != "allow":
+        raise InvalidInputError(
+            f"schema {schema.__name__} has no fields: every record would validate as {{}} "
+            "(give it fields, or extra='allow')"
+        )
     return schema
 
 
