@@ -36,7 +36,7 @@ from .common import (
     usage_error,
 )
 from .figures import figures, figures_of
-from .render import ProgressBar, duration, print_json, print_rows, progress_bar
+from .render import ProgressBar, duration, print_columns, print_json, print_rows, progress_bar
 from .worker_setup import check_code, worker_settings
 
 logger = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         f"`{hint(args, 'work', prepared['jobId'])}`",
         file=sys.stderr,
     )
+    print_columns(prepared["columns"])
     print(prepared["jobId"])
     return 0
 
@@ -74,6 +75,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{args.workers} workers",
             file=sys.stderr,
         )
+        print_columns(prepared["columns"])
     # An empty file makes a job that is already complete: no worker needed.
     workers = args.workers if prepared["totalBatches"] else 0
     return _work(args, store, prepared["jobId"], workers)
@@ -167,7 +169,9 @@ def _prepare(args: argparse.Namespace, store: PeeweeStateStore, bar: ProgressBar
     schema = load_schema(args.schema)
     bad = 0
     started = time.monotonic()
-    with open_source(args.file, kind, delimiter=args.delimiter) as rows:
+    with open_source(args.file, kind, delimiter=args.delimiter, encoding=args.encoding) as rows:
+        if rows.header_warning:
+            logger.warning("%s", rows.header_warning)
 
         def records() -> Iterator[dict[str, Any]]:
             nonlocal bad
@@ -198,6 +202,7 @@ def _prepare(args: argparse.Namespace, store: PeeweeStateStore, bar: ProgressBar
         "totalRecords": result.total_records,
         "totalBatches": result.total_batches,
         "unreadableRows": bad,
+        "columns": rows.columns,
         "elapsedMs": int((time.monotonic() - started) * 1000),
     }
 

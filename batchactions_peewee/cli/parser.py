@@ -10,7 +10,7 @@ from typing import NoReturn
 
 from .. import __version__
 from ..checks import check_id, check_table_prefix
-from ..engine.sources import FORMATS
+from ..engine.sources import FORMATS, check_encoding
 from ..errors import InvalidInputError
 from ..model import JobStatus
 from ..store.schema import OFFLINE_DIALECTS
@@ -73,6 +73,37 @@ def _table_prefix(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+#: The names ``--delimiter`` takes besides one character; ``\\t`` as typed is a tab too.
+DELIMITER_NAMES = {
+    "tab": "\t",
+    "\\t": "\t",
+    "comma": ",",
+    "semicolon": ";",
+    "pipe": "|",
+    "space": " ",
+}
+_NOT_DELIMITERS = {"\n", "\r", '"', "\0"}
+
+
+def _delimiter(text: str) -> str:
+    delimiter = DELIMITER_NAMES.get(text.lower(), text)
+    if len(delimiter) != 1:
+        names = ", ".join(n for n in DELIMITER_NAMES if n != "\\t")
+        raise argparse.ArgumentTypeError(
+            f"expected one character, \\t or a name ({names}), got {text!r}"
+        )
+    if delimiter in _NOT_DELIMITERS:
+        raise argparse.ArgumentTypeError(f"{text!r} cannot separate CSV fields")
+    return delimiter
+
+
+def _encoding(text: str) -> str:
+    try:
+        return check_encoding(text)
+    except InvalidInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are two lines, not the whole usage."""
 
@@ -124,7 +155,18 @@ def _file_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format", choices=FORMATS, help="the file's format (default: from its extension)"
     )
-    parser.add_argument("--delimiter", default=",", help="CSV delimiter (default ,)")
+    parser.add_argument(
+        "--delimiter",
+        type=_delimiter,
+        default=",",
+        help="CSV delimiter: one character, \\t, or tab, comma, semicolon, pipe, space (default ,)",
+    )
+    parser.add_argument(
+        "--encoding",
+        type=_encoding,
+        default="utf-8",
+        help="the file's text encoding, e.g. latin-1 or cp1252 (default utf-8)",
+    )
 
 
 def _source_options(parser: argparse.ArgumentParser) -> None:

@@ -39,6 +39,19 @@ def print_rows(rows: Sequence[Sequence[object]], out: TextIO | None = None) -> N
         print("  ".join(parts).rstrip(), file=out)
 
 
+#: Column names ``print_columns`` shows before "... and N more".
+SHOWN_COLUMNS = 12
+
+
+def print_columns(columns: Sequence[str] | None) -> None:
+    """The columns a CSV header gave, on one line of stderr (nothing for JSON Lines)."""
+    if columns is None:
+        return
+    shown = ", ".join(columns[:SHOWN_COLUMNS])
+    more = len(columns) - SHOWN_COLUMNS
+    print(f"columns: {shown}" + (f" ... and {more} more" if more > 0 else ""), file=sys.stderr)
+
+
 def when(ms: int | None) -> str:
     """Epoch ms as local time, or ``-``."""
     if ms is None:

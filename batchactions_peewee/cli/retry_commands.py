@@ -12,7 +12,7 @@ from ..engine import prepare_retry_job, preview_records
 from ..model import RecordStatus
 from .common import database_url, find_job, hint, open_store, usage_error
 from .job_commands import file_format
-from .render import print_json, print_rows
+from .render import print_columns, print_json, print_rows
 from .worker_setup import load_worker_schema
 
 #: Errors ``preview`` lists; ``--json`` has them all.
@@ -55,7 +55,10 @@ def cmd_preview(args: argparse.Namespace) -> int:
     if args.schema is None:
         raise usage_error("preview needs --schema MODULE:MODEL")
     schema = load_worker_schema(args.schema)
-    with open_source(args.file, file_format(args), delimiter=args.delimiter) as rows:
+    kind = file_format(args)
+    with open_source(args.file, kind, delimiter=args.delimiter, encoding=args.encoding) as rows:
+        if rows.header_warning:
+            print(f"{PROG}: warning: {rows.header_warning}", file=sys.stderr)
 
         def records() -> Iterator[dict[str, Any]]:
             for row in rows:
@@ -68,8 +71,9 @@ def cmd_preview(args: argparse.Namespace) -> int:
     ]
     if args.json:
         summary = {"total": result.total, "valid": result.valid, "invalid": result.invalid}
-        print_json({**summary, "errors": errors})
+        print_json({**summary, "columns": rows.columns, "errors": errors})
         return 0
+    print_columns(rows.columns)
     print_rows([["records", result.total], ["valid", result.valid], ["invalid", result.invalid]])
     if errors:
         print()
