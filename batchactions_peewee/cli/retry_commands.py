@@ -10,7 +10,7 @@ from typing import Any
 
 from ..engine import prepare_retry_job, preview_records
 from ..model import RecordStatus
-from .common import database_url, find_job, hint, open_store, usage_error
+from .common import PROG, database_url, find_job, hint, open_store, usage_error
 from .job_commands import file_format
 from .render import print_columns, print_json, print_rows
 from .worker_setup import load_worker_schema
