@@ -213,29 +213,7 @@ class Coordination:
     ) -> bool:
         """FINISH: the fenced state, then the records, in one transaction; False (nothing
         written) once the reservation no longer holds."""
-        fence = (
-            status.value,
-            processed,
-            failed,
-            r.batch_id,
-            r.job_id,
-            r.worker_id,
-            r.version,
-            _PROCESSING,
-        )
-
-        def finish() -> bool:
-            if self.session.changed(self.sql.finish, fence) != 1:
-                return False
-            if rows:
-                self.records.upsert(rows)
-            return True
-
-        def finished() -> bool | None:
-            params = (r.batch_id, r.job_id, r.worker_id, r.version + 1, status.value)
-            return True if self.session.exists(self.sql.finished, params) else None
-
-        return self.session.write(finish, landed=finished)
+        return self.finish_with(r, lambda: (status, processed, failed, rows))
 
     def finish_with(
         self, r: BatchReservation, produce: Callable[[], tuple[BatchStatus, int, int, Rows]]

@@ -276,8 +276,11 @@ def test_a_batch_whose_lease_thread_died_is_pending_again_when_process_next_retu
     it: the batch would stay PROCESSING under a worker that has moved on, until its lease
     ran out and someone reclaimed it."""
     renewals: list[BatchReservation] = []
+    started = threading.Event()
 
     def dying_heartbeat(reservation: BatchReservation) -> bool:
+        # Dies once the first record is in hand, however slow the machine is.
+        started.wait(10)
         renewals.append(reservation)
         raise LeaseThreadKiller()
 
@@ -287,6 +290,7 @@ def test_a_batch_whose_lease_thread_died_is_pending_again_when_process_next_retu
 
     def processor(data: dict[str, Any], context: ProcessingContext) -> None:
         if not lost_in_time:
+            started.set()
             # Nobody renews the lease once the thread is gone: wait until the worker knows.
             lost_in_time.append(context.lease_lost.wait(10))
 
