@@ -3,6 +3,7 @@ retried with exponential backoff, until the batch is done or its lease is lost."
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from collections.abc import Callable
@@ -141,7 +142,9 @@ class RecordProcessing:
         attempt = 0
         while True:
             try:
-                self.processor(given, context)
+                outcome = self.processor(given, context)
+                if outcome is not None and inspect.isawaitable(outcome):
+                    refuse_awaitable(outcome)
             except Exception as exc:
                 if attempt >= self.max_retries:
                     return failed_record(index, raw, parsed, exc, attempt)
@@ -164,6 +167,18 @@ def succeeded(index: int, raw: dict[str, Any], parsed: dict[str, Any], retries: 
     # stored.
     kept = dict(raw)
     return index, kept, kept if parsed is raw else parsed, retries
+
+
+def refuse_awaitable(outcome: object) -> None:
+    """Raise for what an ``async def`` processor wrapped in a plain function returns: it
+    would never be awaited, and its record would count as processed."""
+    close = getattr(outcome, "close", None)
+    if callable(close):
+        close()  # no "never awaited" warning: this error says it
+    raise TypeError(
+        f"the processor returned {type(outcome).__name__}, which a plain function's "
+        "caller does not await: declare the processor async def"
+    )
 
 
 def invalid_record(
