@@ -67,6 +67,11 @@ class Sizes:
     e2e_records: int
     e2e_processes: int
     e2e_rounds: int  # end-to-end runs of each side, alternating (median taken)
+    concurrency_levels: tuple[int, ...] = (1, 8, 64, 256)  # Worker(concurrency=N) rows
+    concurrency_wait_ms: float = 20  # what the processor waits per record
+    concurrency_seconds: float = 3.0  # a job's length at the bound N / wait (at least)
+    concurrency_batch_size: int = 1000  # records per batch of the concurrency jobs
+    concurrency_runs: int = 2  # runs of each row (the better is reported)
 
 
 FULL = Sizes(
@@ -99,6 +104,8 @@ QUICK = replace(
     progress_calls=5,
     e2e_records=100_000,
     e2e_rounds=2,
+    concurrency_seconds=1.0,
+    concurrency_runs=1,
 )
 SMOKE = replace(
     FULL,
@@ -116,6 +123,11 @@ SMOKE = replace(
     e2e_records=200,
     e2e_processes=2,
     e2e_rounds=1,
+    concurrency_levels=(1, 8),
+    concurrency_wait_ms=2,
+    concurrency_seconds=0.05,
+    concurrency_batch_size=20,
+    concurrency_runs=1,
 )
 
 

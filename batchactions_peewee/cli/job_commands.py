@@ -257,6 +257,7 @@ _REPEATED = (
     ("--lease-timeout", "lease_timeout", DEFAULT_LEASE_TIMEOUT_MS),
     ("--max-retries", "max_retries", 0),
     ("--retry-delay", "retry_delay", 1000),
+    ("--concurrency", "concurrency", 1),
 )
 
 

@@ -220,6 +220,14 @@ def _worker_options(parser: argparse.ArgumentParser, default_workers: int) -> No
         help="wait before the first retry, doubled each time (default 1000)",
     )
     parser.add_argument(
+        "--concurrency",
+        metavar="N",
+        type=_positive,
+        default=1,
+        help="records in flight at once in each worker, for processors that wait on I/O: "
+        "threads for a function, one event loop for an async def (default 1)",
+    )
+    parser.add_argument(
         "--stop-on-error",
         action="store_true",
         help="a failed or invalid record fails its batch and the job",

@@ -75,4 +75,5 @@ def worker_settings(args: argparse.Namespace, job_id: str) -> WorkerSettings:
         describe_error=functools.partial(describe_worker_error, url),
         max_batches=getattr(args, "max_batches", None),
         max_duration_ms=getattr(args, "max_duration", None),
+        concurrency=args.concurrency,
     )

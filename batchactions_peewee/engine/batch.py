@@ -3,6 +3,7 @@ retried with exponential backoff, until the batch is done or its lease is lost."
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from collections.abc import Callable
@@ -27,6 +28,8 @@ logger = logging.getLogger(__name__)
 Processor = Callable[[dict[str, Any], ProcessingContext], object]
 #: A record processed without error: (index, raw, parsed, retries).
 Done = tuple[int, dict[str, Any], dict[str, Any], int]
+#: A record ready for the processor: (parsed, what the processor gets).
+Ready = tuple[dict[str, Any], dict[str, Any]]
 
 
 @dataclass
@@ -42,10 +45,42 @@ class BatchWork:
     failure: ProcessedRecord | None = None  # the record that failed the batch
     lease_lost: bool = False
 
+    def add(
+        self,
+        res: BatchReservation,
+        result: Done | ProcessedRecord,
+        continue_on_error: bool,
+        on_failed: Callable[[BatchReservation, ProcessedRecord], None],
+    ) -> bool:
+        """Count one record's result, in index order; True when it ends the batch (a
+        failed or invalid record, unless ``continue_on_error``)."""
+        if isinstance(result, tuple):
+            index, kept, parsed, retries = result
+            if retries:  # its retry count goes with it, in a ProcessedRecord
+                self.records.append(
+                    trusted_record(index, kept, parsed, RecordStatus.PROCESSED, None, retries)
+                )
+            else:
+                self.done.append((index, kept, parsed))
+            self.retries += retries
+            self.processed += 1
+            return False
+        self.records.append(result)
+        self.retries += result.retry_count or 0
+        self.failed += 1
+        on_failed(res, result)
+        if continue_on_error:
+            return False
+        self.failure = result
+        return True
+
 
 @dataclass(frozen=True)
 class RecordProcessing:
-    """How a worker validates and processes one record."""
+    """How a worker validates and processes one record, in three steps: ``prepare``
+    (validation; with hooks, those before the processor), the processor's attempts and
+    ``finish`` (with hooks, ``after_process``). The async path (engine/concurrency.py)
+    runs the same two outer steps around attempts it awaits."""
 
     processor: Processor
     schema: type[pydantic.BaseModel] | None
@@ -63,12 +98,36 @@ class RecordProcessing:
         only ever written together with the batch's final state, so a claimed batch holds
         no result that could be kept (at-least-once processing).
         """
+        # prepare, _attempts and finish, inlined: the plain pipeline is the hot path.
         parsed = raw
         if self.schema is not None:
             parsed, errors = validate_record(self.schema, raw)
             if errors:
                 return invalid_record(index, raw, errors)
         return self._attempts(index, raw, parsed, parsed, context)
+
+    def prepare(
+        self, index: int, raw: dict[str, Any], context: ProcessingContext
+    ) -> Ready | ProcessedRecord:
+        """The steps before the processor: (parsed, what the processor gets), or the
+        ProcessedRecord of a record that ends here (invalid)."""
+        if self.schema is None:
+            return raw, raw
+        parsed, errors = validate_record(self.schema, raw)
+        if errors:
+            return invalid_record(index, raw, errors)
+        return parsed, parsed
+
+    def finish(
+        self,
+        index: int,
+        raw: dict[str, Any],
+        ready: Ready,
+        result: Done | ProcessedRecord | None,
+        context: ProcessingContext,
+    ) -> Done | ProcessedRecord | None:
+        """The steps after the processor's attempts: none here."""
+        return result
 
     def _attempts(
         self,
@@ -83,7 +142,9 @@ class RecordProcessing:
         attempt = 0
         while True:
             try:
-                self.processor(given, context)
+                outcome = self.processor(given, context)
+                if outcome is not None and inspect.isawaitable(outcome):
+                    refuse_awaitable(outcome)
             except Exception as exc:
                 if attempt >= self.max_retries:
                     return failed_record(index, raw, parsed, exc, attempt)
@@ -93,12 +154,31 @@ class RecordProcessing:
                 if context.lease_lost.is_set():
                     return None
                 continue
-            # No model per record: every value comes from a validated record or from the
-            # schema's JSON-mode dump (a dict: checked by validate_record). raw is copied, as
-            # validation would, so a processor that keeps the dict and changes it later
-            # cannot change what is stored.
+            # What succeeded() returns, inlined (the hot path): see why there.
             kept = dict(raw)
             return index, kept, kept if parsed is raw else parsed, attempt
+
+
+def succeeded(index: int, raw: dict[str, Any], parsed: dict[str, Any], retries: int) -> Done:
+    """A record the processor took: (index, raw, parsed, retries)."""
+    # No model per record: every value comes from a validated record or from the schema's
+    # JSON-mode dump (a dict: checked by validate_record). raw is copied, as validation
+    # would, so a processor that keeps the dict and changes it later cannot change what is
+    # stored.
+    kept = dict(raw)
+    return index, kept, kept if parsed is raw else parsed, retries
+
+
+def refuse_awaitable(outcome: object) -> None:
+    """Raise for what an ``async def`` processor wrapped in a plain function returns: it
+    would never be awaited, and its record would count as processed."""
+    close = getattr(outcome, "close", None)
+    if callable(close):
+        close()  # no "never awaited" warning: this error says it
+    raise TypeError(
+        f"the processor returned {type(outcome).__name__}, which a plain function's "
+        "caller does not await: declare the processor async def"
+    )
 
 
 def invalid_record(
@@ -152,23 +232,7 @@ def process_records(
         if result is None:  # the lease was lost while waiting to retry
             work.lease_lost = True
             return work
-        if isinstance(result, tuple):
-            index, kept, parsed, retries = result
-            if retries:  # its retry count goes with it, in a ProcessedRecord
-                work.records.append(
-                    trusted_record(index, kept, parsed, RecordStatus.PROCESSED, None, retries)
-                )
-            else:
-                work.done.append((index, kept, parsed))
-            work.retries += retries
-            work.processed += 1
-            continue
-        work.records.append(result)
-        work.retries += result.retry_count or 0
-        work.failed += 1
-        on_failed(res, result)
-        if not continue_on_error:
-            work.failure = result
+        if work.add(res, result, continue_on_error, on_failed):
             break
     return work
 

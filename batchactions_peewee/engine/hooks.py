@@ -21,7 +21,7 @@ import pydantic
 
 from ..errors import InvalidInputError
 from ..model import ProcessedRecord, RecordStatus, trusted_record
-from .batch import Done, RecordProcessing, failed_record, invalid_record
+from .batch import Done, Ready, RecordProcessing, failed_record, invalid_record
 from .events import ProcessingContext
 from .validation import validate_record
 
@@ -111,6 +111,15 @@ class HookedRecordProcessing(RecordProcessing):
     def __call__(
         self, index: int, raw: dict[str, Any], context: ProcessingContext
     ) -> Done | ProcessedRecord | None:
+        ready = self.prepare(index, raw, context)
+        if isinstance(ready, ProcessedRecord):  # invalid, or a hook failed
+            return ready
+        result = self._attempts(index, raw, ready[0], ready[1], context)
+        return self.finish(index, raw, ready, result, context)
+
+    def prepare(
+        self, index: int, raw: dict[str, Any], context: ProcessingContext
+    ) -> Ready | ProcessedRecord:
         parsed = raw
         if self.schema is not None:
             validated = self._validate(self.schema, index, raw, context)
@@ -123,8 +132,18 @@ class HookedRecordProcessing(RecordProcessing):
                 given = _handed_on(self.hooks.before_process, parsed, context, "before_process")
             except Exception as exc:
                 return _hook_failed("before_process", index, raw, parsed, exc)
-        result = self._attempts(index, raw, parsed, given, context)
+        return parsed, given
+
+    def finish(
+        self,
+        index: int,
+        raw: dict[str, Any],
+        ready: Ready,
+        result: Done | ProcessedRecord | None,
+        context: ProcessingContext,
+    ) -> Done | ProcessedRecord | None:
         if isinstance(result, tuple) and self.hooks.after_process is not None:
+            parsed, given = ready
             try:
                 self.hooks.after_process(given, context)
             except Exception as exc:

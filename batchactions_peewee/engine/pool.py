@@ -59,7 +59,8 @@ class WorkerSettings:
     first (e.g. to configure logging); ``open_store`` gives the store, closed on exit;
     ``load_processor`` and ``load_schema`` give the ``Worker``'s processor and schema;
     ``describe_error`` is the one-line text of an error that stopped the worker;
-    ``max_batches`` and ``max_duration_ms`` are each worker's ``run`` limits.
+    ``max_batches`` and ``max_duration_ms`` are each worker's ``run`` limits;
+    ``concurrency`` is each worker's records in flight (``Worker(concurrency=...)``).
     """
 
     job_id: str
@@ -74,6 +75,7 @@ class WorkerSettings:
     describe_error: Callable[[Exception], str] = _describe
     max_batches: int | None = None
     max_duration_ms: int | None = None
+    concurrency: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,6 +158,7 @@ def _run_worker(settings: WorkerSettings, stop: Any, tally: _Tally) -> WorkerSum
             retry_delay_ms=settings.retry_delay_ms,
             lease_timeout_ms=settings.lease_timeout_ms,
             on_event=tally,
+            concurrency=settings.concurrency,
         )
 
         def stop_when_asked() -> None:

@@ -32,6 +32,7 @@ from ..model import (
 )
 from ..ports import WorkerStore
 from .batch import BatchWork, Processor, RecordProcessing, batch_done_event, process_records
+from .concurrency import InFlight, ProcessRecords, check_concurrency, is_async_processor
 from .events import (
     BatchClaimed,
     BatchResult,
@@ -122,6 +123,14 @@ class Worker:
     ``hooks`` (a :class:`JobHooks`) are called around each record's validation and
     processing: ``before_validate``, ``after_validate``, ``before_process`` and
     ``after_process``; a hook that raises fails its record without retries.
+    ``concurrency`` (default 1) is how many records of a batch may be in flight at once,
+    for processors that wait on I/O: a plain function runs on a pool of that many threads,
+    an ``async def`` processor (or an object whose ``__call__`` is one) as that many
+    coroutines on one event loop, at 1 too; the pool or the loop lasts as long as ``run``.
+    Counts, retries, hooks, events and stored records are those of one record at a time,
+    in index order; no record starts once the lease is lost or, with
+    ``continue_on_error=False``, once a record failed, and the records after the first
+    failed one (by index) stay pending even if they ran.
     ``on_event`` receives :class:`WorkerEvent` s; an exception it raises is logged and
     ignored. ``sleep`` (seconds) replaces the retry waits (processor retries and pauses
     after a store failure), for tests. Settings come from these arguments only, not from
@@ -148,6 +157,7 @@ class Worker:
         on_event: EventHandler | None = None,
         sleep: Callable[[float], object] | None = None,
         hooks: JobHooks | None = None,
+        concurrency: int = 1,
     ) -> None:
         missing = [
             name
@@ -176,6 +186,8 @@ class Worker:
         self._stopping = threading.Event()
         self._total_records: dict[str, int] = {}
         self._leases = Leases(f"lease-{self.worker_id}")
+        self.concurrency = check_concurrency(concurrency)
+        self._in_flight = InFlight(f"records-{self.worker_id}", sleep)
 
     # -- public ---------------------------------------------------------------------------
 
@@ -237,6 +249,7 @@ class Worker:
         finally:
             self._stopping.clear()
             self._leases.close()
+            self._in_flight.close()
         return WorkerSummary(
             job_id=job_id,
             worker_id=self.worker_id,
@@ -324,6 +337,7 @@ class Worker:
             return self._next(job_id, report=True)
         finally:
             self._leases.close()
+            self._in_flight.close()
 
     def _next(self, job_id: str, *, report: bool) -> BatchResult:
         """``process_next``; with ``report`` False (``run``'s rounds), a written batch is
@@ -366,7 +380,7 @@ class Worker:
             try:
                 # The store and the interval as they are now: both are public attributes.
                 lease = self._leases.hold(res, self.store, self.lease_timeout_ms / 3000)
-                work = process_records(
+                work = self._process_records()(
                     self._read_batch(res),
                     res,
                     total=self._total(res.job_id),
@@ -427,6 +441,13 @@ class Worker:
             processed=work.done,
             records=work.records,
         )
+
+    def _process_records(self) -> ProcessRecords:
+        # A plain function at concurrency 1: the one-by-one loop, no thread, no loop.
+        asynchronous = is_async_processor(self.processor)
+        if self.concurrency == 1 and not asynchronous:
+            return process_records
+        return self._in_flight.runner(check_concurrency(self.concurrency), asynchronous)
 
     def _record_processing(self) -> RecordProcessing:
         # The settings as they are now: all are public attributes. Without hooks, the plain

@@ -2,7 +2,8 @@
 
 ``bulk`` (save_batch_records, prepare_job, complete_batch, save_processed_record), ``cycles``
 (claim + complete with threads and processes), ``progress`` (progress reads as the job
-grows) and ``e2e`` (prepare_job then Worker.run in several processes).
+grows), ``e2e`` (prepare_job then Worker.run in several processes) and ``concurrency``
+(one worker process whose processor waits, at Worker(concurrency=N)).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from common import Bench, Row
 
 from .bulk import row_complete, row_prepare, row_save, row_single
+from .concurrency import row_concurrency
 from .cycles import row_cycles
 from .e2e import row_e2e
 from .progress import row_progress
@@ -25,11 +27,13 @@ ROW_FUNCTIONS: dict[str, Callable[[Bench], list[Row]]] = {
     "cycles": row_cycles,
     "progress": row_progress,
     "e2e": row_e2e,
+    "concurrency": row_concurrency,
 }
 
 __all__ = [
     "ROW_FUNCTIONS",
     "row_complete",
+    "row_concurrency",
     "row_cycles",
     "row_e2e",
     "row_prepare",

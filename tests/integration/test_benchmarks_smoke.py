@@ -33,6 +33,9 @@ EXPECTED_ROWS = (
     r"get_batch_records \(\d+ records\) at [\d,]+ records",
     r"end to end, [\d,]+ records, \d+ processes",
     r"end to end: peak RSS per process",
+    r"concurrency 1, sync, ",
+    r"concurrency 8, async, ",
+    r"CPU s per 10k records",
 )
 
 
