@@ -254,6 +254,7 @@ def _work(args: argparse.Namespace, store: PeeweeStateStore, job_id: str, worker
 #: Worker options a resume hint repeats when they differ from ``work``'s defaults.
 _REPEATED = (
     ("--workers", "workers", 1),
+    ("--concurrency", "concurrency", 1),
     ("--lease-timeout", "lease_timeout", DEFAULT_LEASE_TIMEOUT_MS),
     ("--max-retries", "max_retries", 0),
     ("--retry-delay", "retry_delay", 1000),
