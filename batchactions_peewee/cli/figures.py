@@ -51,9 +51,7 @@ class Figures:
 
     @property
     def records_per_second(self) -> float | None:
-        if not self.elapsed_ms:
-            return None
-        return round(self.done / (self.elapsed_ms / 1000), 1)
+        return rate(self.done, self.elapsed_ms)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +65,11 @@ class Figures:
             "estimatedRemainingMs": self.remaining_ms,
             "recordsPerSecond": self.records_per_second,
         }
+
+
+def rate(records: int, elapsed_ms: int) -> float | None:
+    """Records per second to one decimal; None when no time has passed."""
+    return round(records / (elapsed_ms / 1000), 1) if elapsed_ms else None
 
 
 def figures_of(job: JobState, counts: dict[str, int], now: int) -> Figures:

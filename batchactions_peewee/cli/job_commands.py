@@ -35,7 +35,7 @@ from .common import (
     remembered_code,
     usage_error,
 )
-from .figures import figures, figures_of
+from .figures import figures, figures_of, rate
 from .render import ProgressBar, duration, print_columns, print_json, print_rows, progress_bar
 from .worker_setup import check_code, worker_settings
 
@@ -307,7 +307,7 @@ def _run_report(
         "thisRun": {
             "records": done,
             "elapsedMs": elapsed_ms,
-            "recordsPerSecond": round(done / (elapsed_ms / 1000), 1) if elapsed_ms else None,
+            "recordsPerSecond": rate(done, elapsed_ms),
         },
         "workers": workers,
     }
