@@ -19,23 +19,17 @@ dropped); a lost lease writes nothing.
 from __future__ import annotations
 
 import abc
-import asyncio
 import inspect
 import threading
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from ..errors import InvalidInputError
 from ..model import BatchReservation, ProcessedRecord
-from .batch import BatchWork, Done, RecordProcessing, failed_record, succeeded
+from .batch import BatchWork, Done, RecordProcessing
 from .events import ProcessingContext
 
-#: How often an async retry wait looks at the lease (the threads' waits wake at once).
-LEASE_POLL_S = 0.05
-
-AsyncProcessor = Callable[[dict[str, Any], ProcessingContext], Awaitable[object]]
 OnFailed = Callable[[BatchReservation, ProcessedRecord], None]
 Result = Done | ProcessedRecord | None
 
@@ -153,10 +147,11 @@ class BatchRun:
         return self.work
 
 
-class _Runner(abc.ABC):
+class Runner(abc.ABC):
     """A way of running N records at once: ``process`` is a ``ProcessRecords``."""
 
     concurrency: int
+    asynchronous: bool  # whether it runs an async def processor
 
     def process(
         self,
@@ -194,9 +189,11 @@ class _Runner(abc.ABC):
         """Shut the pool or the loop down (after the records in flight)."""
 
 
-class ThreadedRecords(_Runner):
+class ThreadedRecords(Runner):
     """A plain function's records on a pool of ``concurrency`` threads, made with the
     first batch and kept until ``close``."""
+
+    asynchronous = False
 
     def __init__(self, concurrency: int, name: str) -> None:
         self.concurrency = concurrency
@@ -227,117 +224,6 @@ def _drain(batch: BatchRun, process: RecordProcessing) -> None:
         batch.put(position, result)
 
 
-class AsyncRecords(_Runner):
-    """An ``async def`` processor's records as ``concurrency`` coroutines on one event
-    loop, which runs in a thread of its own (so ``run`` works in any thread, one with a
-    running loop too), made with the first batch and kept until ``close``.
-
-    The steps around the processor (validation, hooks) run on the loop's thread, as plain
-    calls; retries wait with ``asyncio.sleep`` (or ``sleep``, the worker's test double).
-    """
-
-    def __init__(
-        self, concurrency: int, name: str, sleep: Callable[[float], object] | None = None
-    ) -> None:
-        self.concurrency = concurrency
-        self._name = name
-        self._sleep = sleep
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-
-    def _run(self, batch: BatchRun, process: RecordProcessing, runners: int) -> None:
-        loop = self._loop if self._loop is not None else self._start()
-        asyncio.run_coroutine_threadsafe(self._batch(batch, process, runners), loop).result()
-
-    def _start(self) -> asyncio.AbstractEventLoop:
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=_serve, args=(loop,), name=self._name, daemon=True)
-        thread.start()
-        self._loop, self._thread = loop, thread
-        return loop
-
-    async def _batch(self, batch: BatchRun, process: RecordProcessing, runners: int) -> None:
-        await asyncio.gather(*(self._drain(batch, process) for _ in range(runners)))
-
-    async def _drain(self, batch: BatchRun, process: RecordProcessing) -> None:
-        while (taken := batch.take()) is not None:
-            position, index, raw, context = taken
-            try:
-                result = await self._record(process, index, raw, context)
-            except BaseException as exc:  # the others finish their records first
-                batch.fail(exc)
-                return
-            batch.put(position, result)
-
-    async def _record(
-        self,
-        process: RecordProcessing,
-        index: int,
-        raw: dict[str, Any],
-        context: ProcessingContext,
-    ) -> Result:
-        ready = process.prepare(index, raw, context)
-        if isinstance(ready, ProcessedRecord):
-            return ready
-        parsed, given = ready
-        processor = cast(AsyncProcessor, process.processor)
-        attempt = 0
-        while True:  # RecordProcessing._attempts, awaited
-            try:
-                await processor(given, context)
-            except Exception as exc:
-                if attempt >= process.max_retries:
-                    result: Result = failed_record(index, raw, parsed, exc, attempt)
-                    break
-                attempt += 1
-                await self._wait(process.retry_delay_ms * 2 ** (attempt - 1) / 1000, context)
-                if context.lease_lost.is_set():
-                    return None
-                continue
-            result = succeeded(index, raw, parsed, attempt)
-            break
-        return process.finish(index, raw, ready, result, context)
-
-    async def _wait(self, seconds: float, context: ProcessingContext) -> None:
-        """The wait before a retry; it ends early when the lease is lost."""
-        if self._sleep is not None:
-            self._sleep(seconds)
-            return
-        deadline = time.monotonic() + seconds
-        while not context.lease_lost.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            await asyncio.sleep(min(left, LEASE_POLL_S))
-
-    def close(self) -> None:
-        loop, thread = self._loop, self._thread
-        self._loop = self._thread = None
-        if loop is None or thread is None:
-            return
-        if thread.is_alive():
-            asyncio.run_coroutine_threadsafe(_shutdown(loop), loop).result()
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join()
-        loop.close()
-
-
-def _serve(loop: asyncio.AbstractEventLoop) -> None:
-    asyncio.set_event_loop(loop)
-    loop.run_forever()
-
-
-async def _shutdown(loop: asyncio.AbstractEventLoop) -> None:
-    """Cancel what the processor left running, then close async generators and the
-    default executor (``asyncio.to_thread``), as ``asyncio.run`` does."""
-    tasks = [t for t in asyncio.all_tasks(loop) if t is not asyncio.current_task()]
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    await loop.shutdown_asyncgens()
-    await loop.shutdown_default_executor()
-
-
 class InFlight:
     """A worker's way of running records concurrently: at most one runner (a thread pool
     or an event loop), made when first needed, remade when the worker's settings change,
@@ -346,19 +232,27 @@ class InFlight:
     def __init__(self, name: str, sleep: Callable[[float], object] | None) -> None:
         self._name = name
         self._sleep = sleep
-        self._runner: ThreadedRecords | AsyncRecords | None = None
+        self._runner: Runner | None = None
 
     def runner(self, concurrency: int, asynchronous: bool) -> ProcessRecords:
-        kind = AsyncRecords if asynchronous else ThreadedRecords
         current = self._runner
-        if current is None or type(current) is not kind or current.concurrency != concurrency:
+        if (
+            current is None
+            or current.asynchronous != asynchronous
+            or current.concurrency != concurrency
+        ):
             self.close()
-            current = self._runner = (
-                AsyncRecords(concurrency, f"{self._name}-loop", self._sleep)
-                if asynchronous
-                else ThreadedRecords(concurrency, f"{self._name}-thread")
-            )
+            current = self._runner = self._new(concurrency, asynchronous)
         return current.process
+
+    def _new(self, concurrency: int, asynchronous: bool) -> Runner:
+        if not asynchronous:
+            return ThreadedRecords(concurrency, f"{self._name}-thread")
+        # asyncio is imported by a worker with an async processor only: it costs every
+        # other worker process (each of a kill storm's too) about 30 ms at start.
+        from .async_records import AsyncRecords
+
+        return AsyncRecords(concurrency, f"{self._name}-loop", self._sleep)
 
     def close(self) -> None:
         runner, self._runner = self._runner, None

@@ -592,3 +592,33 @@ def test_results_keep_their_records_order_whatever_order_they_finish_in(store: S
     assert [r["index"] for r in records] == list(range(count))
     expected = [RecordStatus.FAILED if i % 3 == 0 else RecordStatus.PROCESSED for i in range(8)]
     assert [r["status"] for r in records] == expected
+
+
+_IMPORTS_OF_A_RUN = """
+import sys
+from batchactions_peewee import InMemoryStateStore, Worker, prepare_job
+import batchactions_peewee.cli
+
+store = InMemoryStateStore()
+job = prepare_job(store, [{"n": n} for n in range(20)], batch_size=5)
+ran = Worker(store, lambda record, context: None, concurrency=4).run(job.job_id)
+print(ran.processed, "asyncio" in sys.modules)
+
+async def waits(record, context):
+    return None
+
+job = prepare_job(store, [{"n": n} for n in range(20)], batch_size=5)
+ran = Worker(store, waits, concurrency=4).run(job.job_id)
+print(ran.processed, "asyncio" in sys.modules)
+"""
+
+
+def test_only_a_worker_with_an_async_processor_imports_asyncio() -> None:
+    # asyncio costs each worker process about 30 ms at start (a kill storm starts many).
+    import subprocess
+    import sys
+
+    ran = subprocess.run(
+        [sys.executable, "-c", _IMPORTS_OF_A_RUN], capture_output=True, text=True, check=True
+    )
+    assert ran.stdout.split("\n")[:2] == ["20 False", "20 True"]
