@@ -20,6 +20,7 @@ in :mod:`batchactions_peewee.errors`.
 from .engine import (
     BatchClaimed,
     BatchCompleted,
+    BatchContext,
     BatchFailed,
     BatchResult,
     JobAborted,
@@ -67,6 +68,7 @@ __all__ = [
     "BatchActionsError",
     "BatchClaimed",
     "BatchCompleted",
+    "BatchContext",
     "BatchFailed",
     "BatchReservation",
     "BatchResult",

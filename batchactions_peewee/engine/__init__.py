@@ -3,6 +3,7 @@
 It talks to stores through the ports only (``ports``, ``engine.io``) and imports no Peewee.
 """
 
+from .batch_processor import BatchContext, BatchProcessor
 from .events import (
     BatchClaimed,
     BatchCompleted,
@@ -29,7 +30,9 @@ __all__ = [
     "AfterValidate",
     "BatchClaimed",
     "BatchCompleted",
+    "BatchContext",
     "BatchFailed",
+    "BatchProcessor",
     "BatchResult",
     "BeforeProcess",
     "BeforeValidate",

@@ -25,6 +25,7 @@ import pydantic
 from ..model import RecordStatus
 from ..ports import WorkerStore
 from .batch import Processor
+from .batch_processor import BatchProcessor
 from .events import (
     BatchClaimed,
     BatchCompleted,
@@ -58,14 +59,15 @@ class WorkerSettings:
     or a ``functools.partial`` of one, and each runs in the worker process. ``setup`` runs
     first (e.g. to configure logging); ``open_store`` gives the store, closed on exit;
     ``load_processor`` and ``load_schema`` give the ``Worker``'s processor and schema;
-    ``describe_error`` is the one-line text of an error that stopped the worker;
-    ``max_batches`` and ``max_duration_ms`` are each worker's ``run`` limits;
-    ``concurrency`` is each worker's records in flight (``Worker(concurrency=...)``).
+    ``load_batch_processor`` its batch processor (then ``load_processor`` gives None), run
+    ``transactional`` or not; ``describe_error`` is the one-line text of an error that
+    stopped the worker; ``max_batches`` and ``max_duration_ms`` are each worker's ``run``
+    limits; ``concurrency`` is each worker's records in flight (``Worker(concurrency=...)``).
     """
 
     job_id: str
     open_store: Callable[[], AbstractContextManager[WorkerStore]]
-    load_processor: Callable[[], Processor]
+    load_processor: Callable[[], Processor | None]
     load_schema: Callable[[], type[pydantic.BaseModel] | None]
     continue_on_error: bool
     max_retries: int
@@ -73,6 +75,8 @@ class WorkerSettings:
     lease_timeout_ms: int
     setup: Callable[[], object] = _nothing
     describe_error: Callable[[Exception], str] = _describe
+    load_batch_processor: Callable[[], BatchProcessor | None] = _nothing
+    transactional: bool = False
     max_batches: int | None = None
     max_duration_ms: int | None = None
     concurrency: int = 1
@@ -152,6 +156,8 @@ def _run_worker(settings: WorkerSettings, stop: Any, tally: _Tally) -> WorkerSum
         worker = Worker(
             store,
             settings.load_processor(),
+            batch_processor=settings.load_batch_processor(),
+            transactional=settings.transactional,
             schema=settings.load_schema(),
             continue_on_error=settings.continue_on_error,
             max_retries=settings.max_retries,

@@ -3,7 +3,9 @@ results with the store's fenced completion, so a worker whose lease was taken ov
 overwrite the new owner.
 
 Processing is at least once: a batch whose worker died is processed again from its first
-record by the worker that reclaims it, so a processor with side effects should be idempotent.
+record by the worker that reclaims it, so a processor with side effects should be idempotent;
+a transactional batch processor's writes to the store's database are the exception (see
+``batch_processor``): they commit once, with the batch's results.
 """
 
 from __future__ import annotations
@@ -32,6 +34,13 @@ from ..model import (
 )
 from ..ports import WorkerStore
 from .batch import BatchWork, Processor, RecordProcessing, batch_done_event, process_records
+from .batch_processor import (
+    BatchProcessing,
+    BatchProcessor,
+    check_processors,
+    no_record_processor,
+    transactional_io,
+)
 from .concurrency import InFlight, ProcessRecords, check_concurrency, is_async_processor
 from .events import (
     BatchClaimed,
@@ -118,6 +127,18 @@ class Worker:
     before retry n. With ``continue_on_error=False`` the first failed (or invalid) record
     ends its batch as FAILED; its later records stay pending and the job ends FAILED.
 
+    Instead of ``processor`` (exactly one of the two), ``batch_processor(records, context)
+    -> Mapping[int, str] | None`` is called once per batch with its valid records, in index
+    order, and a :class:`BatchContext`; it returns the failed records' indexes with their
+    messages, or None when all were processed. An exception fails every record of the
+    batch, after ``max_retries`` retries of the whole call. With ``transactional=True``
+    (a ``PeeweeStateStore`` only) the call and the batch's fenced completion run in one
+    transaction of the store's database: if the completion is refused (the batch was taken
+    over), whatever the processor wrote through ``context.database`` is rolled back. The
+    hooks run per record around a batch processor too: the three before hooks before the
+    call (a record they refuse is not passed), ``after_process`` after it for each record
+    it did not fail.
+
     The worker renews its lease from a background thread every ``lease_timeout_ms / 3``;
     batches whose lease is older than ``lease_timeout_ms`` are reclaimed by idle workers.
     ``hooks`` (a :class:`JobHooks`) are called around each record's validation and
@@ -146,8 +167,10 @@ class Worker:
     def __init__(
         self,
         store: WorkerStore,
-        processor: Processor,
+        processor: Processor | None = None,
         *,
+        batch_processor: BatchProcessor | None = None,
+        transactional: bool = False,
         worker_id: str | None = None,
         schema: type[pydantic.BaseModel] | None = None,
         continue_on_error: bool = True,
@@ -166,10 +189,13 @@ class Worker:
         ]
         if missing:
             raise InvalidInputError(f"the store lacks {', '.join(missing)}")
-        if not callable(processor):
-            raise InvalidInputError(f"processor must be callable, got {processor!r}")
+        check_processors(processor, batch_processor)
+        if transactional_io(store, transactional) is not None and batch_processor is None:
+            raise InvalidInputError("transactional=True is for a batch_processor")
         self.store = store
         self.processor = processor
+        self.batch_processor = batch_processor
+        self.transactional = transactional
         self.worker_id = check_worker_id(
             worker_id if worker_id is not None else default_worker_id()
         )
@@ -187,6 +213,13 @@ class Worker:
         self._total_records: dict[str, int] = {}
         self._leases = Leases(f"lease-{self.worker_id}")
         self.concurrency = check_concurrency(concurrency)
+        if batch_processor is not None and self.concurrency != 1:
+            raise InvalidInputError(
+                "concurrency is the records of a batch in flight for a record processor; "
+                "a batch_processor gets the whole batch in one call"
+            )
+        if is_async_processor(batch_processor):
+            raise InvalidInputError("batch_processor must be a plain function, not async def")
         self._in_flight = InFlight(f"records-{self.worker_id}", sleep)
 
     # -- public ---------------------------------------------------------------------------
@@ -374,6 +407,8 @@ class Worker:
     def _process_batch(self, res: BatchReservation, report: bool) -> BatchResult:
         started = time.monotonic()
         self._emit(BatchClaimed.of(res, self.worker_id))
+        if self.batch_processor is not None:
+            return self._outcome(res, self._whole_batch(res, self.batch_processor), report, started)
         lease: Held | None = None
         written = False
         try:
@@ -399,6 +434,12 @@ class Worker:
         finally:
             if not written:
                 self._release(res)
+        return self._outcome(res, work, report, started)
+
+    def _outcome(
+        self, res: BatchReservation, work: BatchWork, report: bool, started: float
+    ) -> BatchResult:
+        """The BatchResult (and events) of a batch processed, written or not."""
         if work.lease_lost and worker_io(self.store)._job_status(res.job_id) == JobStatus.ABORTED:
             # The renewal was refused because the job was aborted: the batch is given back.
             return _batch_result(res, work, aborted=True)
@@ -428,6 +469,41 @@ class Worker:
             finalized=finalized,
         )
 
+    def _whole_batch(self, res: BatchReservation, batch_processor: BatchProcessor) -> BatchWork:
+        """A batch processor's batch, processed and written under one lease (see
+        ``batch_processor.BatchProcessing``); given back unless written."""
+        lease = self._leases.hold(res, self.store, self.lease_timeout_ms / 3000)
+        work = BatchWork(lease_lost=True)
+        try:
+            work = self._batch_processing(batch_processor)(
+                worker_io(self.store),
+                res,
+                self._read_batch(res),
+                total=self._total(res.job_id),
+                lease_lost=lease.lost,
+                on_failed=self._emit_record_failed,
+            )
+        finally:
+            self._leases.release(lease)
+            if work.lease_lost:
+                self._release(res)
+        return work
+
+    def _batch_processing(self, batch_processor: BatchProcessor) -> BatchProcessing:
+        # The settings as they are now, as for _record_processing.
+        return BatchProcessing.of(
+            batch_processor,
+            schema=self.schema,
+            hooks=self.hooks,
+            max_retries=self.max_retries,
+            retry_delay_ms=self.retry_delay_ms,
+            wait=self._wait,
+            continue_on_error=self.continue_on_error,
+            worker_id=self.worker_id,
+            store=self.store,
+            transactional=self.transactional,
+        )
+
     def _read_batch(self, res: BatchReservation) -> list[tuple[int, dict[str, Any]]]:
         """The batch's records as (index, raw) pairs: all that processing needs."""
         return worker_io(self.store)._get_batch_raw(res.job_id, res.batch_id)
@@ -452,7 +528,8 @@ class Worker:
     def _record_processing(self) -> RecordProcessing:
         # The settings as they are now: all are public attributes. Without hooks, the plain
         # pipeline: no hook is looked for per record.
-        settings = (self.processor, self.schema, self.max_retries, self.retry_delay_ms, self._wait)
+        processor = self.processor or no_record_processor  # None with a batch processor
+        settings = (processor, self.schema, self.max_retries, self.retry_delay_ms, self._wait)
         if self.hooks is None or not self.hooks.any_set:
             return RecordProcessing(*settings)
         return HookedRecordProcessing(*settings, self.hooks)

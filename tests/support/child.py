@@ -14,6 +14,11 @@ at a known point mid-batch; with ``--record-ms`` each record takes that long. Us
 support/faults.py's WorkerPool (kill storms, session kills) and by
 integration/test_worker_processes.py.
 
+``work ... --import-into TABLE [--transactional] [--batch-ms N] [--block-batch I --marker
+M]`` runs a batch processor instead (support/imports.py's ``importer``, schema
+``Numbered``): one row per valid record into TABLE, then each batch takes ``--batch-ms``;
+after inserting the rows of batch ``--block-batch`` it creates ``--marker`` and sleeps.
+
 ``prepare --url U --prefix P --job-id J --records N --batch-size B [--block-at I --marker M]``
 prepares ``N`` records ``{"n": i}`` under ``J`` and prints the PrepareResult; asked for
 record ``--block-at``, the source creates ``--marker`` and sleeps, so the test can kill it
@@ -32,9 +37,16 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, Any
 
-from batchactions_peewee import PeeweeStateStore, ProcessingContext, Worker, prepare_job
+from batchactions_peewee import (
+    BatchContext,
+    PeeweeStateStore,
+    ProcessingContext,
+    Worker,
+    prepare_job,
+)
 
 from .backends import open_database
+from .imports import Numbered, imported_table, importer
 
 MODULE = "tests.support.child"
 BLOCK_S = 600.0  # far longer than any test waits: the process is killed first
@@ -77,6 +89,10 @@ def work(args: argparse.Namespace) -> None:
 
         store = _store(args)
         cleanup.callback(store.database.close)
+        if args.import_into is not None:
+            summary = _import(args, store)
+            print(json.dumps(dataclasses.asdict(summary)), flush=True)
+            return
         plain = log is None and args.block_at is None and not args.record_ms
         worker = Worker(
             store,
@@ -86,6 +102,24 @@ def work(args: argparse.Namespace) -> None:
         )
         summary = worker.run(args.job_id)
     print(json.dumps(dataclasses.asdict(summary)), flush=True)
+
+
+def _import(args: argparse.Namespace, store: PeeweeStateStore) -> Any:
+    def then(records: list[dict[str, Any]], context: BatchContext) -> None:
+        if context.batch_index == args.block_batch:
+            _block(args)  # its rows are inserted (committed, unless transactional)
+        if args.batch_ms:
+            time.sleep(args.batch_ms / 1000)
+
+    worker = Worker(
+        store,
+        batch_processor=importer(imported_table(args.import_into), then),
+        transactional=args.transactional,
+        schema=Numbered,
+        worker_id=args.worker_id,
+        lease_timeout_ms=args.lease_ms,
+    )
+    return worker.run(args.job_id)
 
 
 def prepare(args: argparse.Namespace) -> None:
@@ -119,6 +153,10 @@ def parser() -> argparse.ArgumentParser:
     work_args.add_argument("--worker-id", help="default: the Worker's own unique id")
     work_args.add_argument("--log", help="file to append each record index to")
     work_args.add_argument("--record-ms", type=int, default=0, help="time each record takes")
+    work_args.add_argument("--import-into", metavar="TABLE", help="a batch processor's table")
+    work_args.add_argument("--transactional", action="store_true", help="with --import-into")
+    work_args.add_argument("--batch-ms", type=int, default=0, help="time each batch takes")
+    work_args.add_argument("--block-batch", type=int, help="batch index to block at")
     prepare_args.add_argument("--records", type=int, required=True)
     prepare_args.add_argument("--batch-size", type=int, required=True)
     return parser
@@ -129,6 +167,8 @@ def main() -> None:
     args = cli.parse_args()
     if args.block_at is not None and args.marker is None:
         cli.error("--block-at needs --marker")
+    if getattr(args, "block_batch", None) is not None and args.marker is None:
+        cli.error("--block-batch needs --marker")
     args.run(args)
 
 

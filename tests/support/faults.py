@@ -82,13 +82,15 @@ class WorkerPool:
     tmp: Path
     lease_ms: int = 2000
     workers: list[WorkerProcess] = field(default_factory=list)
+    args: tuple[str, ...] = ()  # more ``child.py work`` options for every worker
 
-    def start(self) -> WorkerProcess:
+    def start(self, *args: str) -> WorkerProcess:
+        """A new worker, with ``args`` beyond the pool's own."""
         worker_id = f"w{len(self.workers)}"
         out, err = self.tmp / f"{worker_id}.out", self.tmp / f"{worker_id}.err"
         argv = child.argv("work", "--url", self.url, "--prefix", self.prefix)
         argv += ["--job-id", self.job_id, "--worker-id", worker_id]
-        argv += ["--lease-ms", str(self.lease_ms)]
+        argv += ["--lease-ms", str(self.lease_ms), *self.args, *args]
         with out.open("wb") as stdout, err.open("wb") as stderr:
             proc = subprocess.Popen(argv, cwd=REPO, stdout=stdout, stderr=stderr)
         self.workers.append(WorkerProcess(worker_id, proc, out, err))
@@ -118,8 +120,10 @@ class WorkerPool:
 
 
 @contextmanager
-def worker_pool(url: str, store: PeeweeStateStore, job_id: str, tmp: Path) -> Iterator[WorkerPool]:
-    pool = WorkerPool(url, store.table_prefix, job_id, tmp)
+def worker_pool(
+    url: str, store: PeeweeStateStore, job_id: str, tmp: Path, *args: str
+) -> Iterator[WorkerPool]:
+    pool = WorkerPool(url, store.table_prefix, job_id, tmp, args=args)
     try:
         yield pool
     finally:
