@@ -1,6 +1,6 @@
 """What every command shares: the constants, the one-line errors, database URLs (opened
 with ``playhouse.db_url``, passwords never printed), the store named by the options, the
-user's ``--processor`` and ``--schema`` code, and the logging setup."""
+user's ``--processor``, ``--batch-processor`` and ``--schema`` code, and the logging setup."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import peewee as pw
 import pydantic
 from playhouse import db_url
 
-from ..engine import ProcessingContext
+from ..engine import BatchProcessor, ProcessingContext
 from ..engine.validation import check_schema
 from ..errors import InvalidInputError
 from ..model import JobState
@@ -202,10 +202,16 @@ def hint(args: argparse.Namespace, *words: str) -> str:
 # -- user code -------------------------------------------------------------------------------
 
 #: The key of a job's config under which ``run`` and ``prepare`` keep the ``--processor``,
-#: ``--schema`` (and, with issue 16, ``--batch-processor``) they were given.
+#: ``--schema`` and ``--batch-processor`` they were given.
 CODE_KEY = "code"
 #: Option name -> its attribute on the parsed arguments and its key under ``CODE_KEY``.
-CODE_OPTIONS = {"--processor": ("processor", "processor"), "--schema": ("schema", "schema")}
+CODE_OPTIONS = {
+    "--processor": ("processor", "processor"),
+    "--schema": ("schema", "schema"),
+    "--batch-processor": ("batch_processor", "batchProcessor"),
+}
+#: The options of which a worker takes one at most: a record or a batch processor.
+RIVAL_OPTIONS = {"--processor": "--batch-processor", "--batch-processor": "--processor"}
 
 
 def code_of(args: argparse.Namespace) -> dict[str, str]:
@@ -263,6 +269,20 @@ def load_processor(spec: str | None) -> Callable[[dict[str, Any], ProcessingCont
     if not callable(processor):
         raise usage_error(f"--processor {spec}: not a function")
     return processor  # type: ignore[no-any-return]
+
+
+def load_batch_processor(spec: str | None) -> BatchProcessor | None:
+    """The ``--batch-processor`` function, or None."""
+    if spec is None:
+        return None
+    batch_processor = load_object(spec, "--batch-processor")
+    if not callable(batch_processor):
+        raise usage_error(f"--batch-processor {spec}: not a function")
+    return batch_processor  # type: ignore[no-any-return]
+
+
+def no_processor() -> None:
+    """The record processor of a worker given a ``--batch-processor``: none."""
 
 
 def load_schema(spec: str | None) -> type[pydantic.BaseModel] | None:

@@ -25,6 +25,7 @@ from .common import (
     CODE_OPTIONS,
     DEFAULT_LEASE_TIMEOUT_MS,
     PROG,
+    RIVAL_OPTIONS,
     CliError,
     code_of,
     database_url,
@@ -97,15 +98,24 @@ def cmd_work(args: argparse.Namespace) -> int:
 
 
 def _use_remembered_code(args: argparse.Namespace, job: JobState) -> None:
-    """Fill in the ``--processor`` and ``--schema`` that the job was prepared with, unless
-    given; an option that overrides the job's own says so. Either way the code is imported
-    here, so a processor that cannot be imported is a usage error before any worker runs."""
+    """Fill in the ``--processor`` (or ``--batch-processor``) and ``--schema`` that the job
+    was prepared with, unless given; an option that overrides the job's own says so, and
+    so does a processor of the other kind (one is given, the job remembers the other).
+    Either way the code is imported here, so a processor that cannot be imported is a
+    usage error before any worker runs."""
     remembered = remembered_code(job)
     taken: list[tuple[str, str]] = []
     args.code_overrides = []
+    given_code = {option: getattr(args, a, None) for option, (a, _) in CODE_OPTIONS.items()}
     for option, (attribute, key) in CODE_OPTIONS.items():
-        kept, given = remembered.get(key), getattr(args, attribute, None)
-        if given is None and kept is not None:
+        kept, given = remembered.get(key), given_code[option]
+        rival = RIVAL_OPTIONS.get(option)
+        rival_given = given_code.get(rival) if rival else None
+        if given is None and kept is not None and rival_given is not None:
+            print(
+                f"{PROG}: {rival} {rival_given}, not the job's own {option} {kept}", file=sys.stderr
+            )
+        elif given is None and kept is not None:
             setattr(args, attribute, kept)
             taken.append((option, kept))
         elif given is not None and given != kept:
@@ -271,6 +281,8 @@ def _work_hint(args: argparse.Namespace, job_id: str) -> str:
             words += [option, str(value)]
     if args.stop_on_error:
         words.append("--stop-on-error")
+    if args.transactional:
+        words.append("--transactional")
     return hint(args, *words)
 
 

@@ -193,6 +193,18 @@ def _worker_options(parser: argparse.ArgumentParser, default_workers: int) -> No
         "the job was prepared with, else none: the run only validates)",
     )
     parser.add_argument(
+        "--batch-processor",
+        metavar="MODULE:FUNCTION",
+        help="instead of --processor: called as function(records, context) once per batch "
+        "with its valid records (default: the one the job was prepared with)",
+    )
+    parser.add_argument(
+        "--transactional",
+        action="store_true",
+        help="run the --batch-processor and the batch's completion in one transaction: "
+        "what it writes to this database through context.database commits exactly once",
+    )
+    parser.add_argument(
         "--workers",
         type=_positive,
         default=default_workers,
@@ -279,6 +291,12 @@ def _job_commands(command: _AddCommand) -> None:
         "--processor",
         metavar="MODULE:FUNCTION",
         help="the function `work` calls for each valid record; the job remembers it",
+    )
+    sub.add_argument(
+        "--batch-processor",
+        metavar="MODULE:FUNCTION",
+        help="instead of --processor: the function `work` calls once per batch with its "
+        "valid records; the job remembers it",
     )
     _json_option(sub)
 

@@ -20,11 +20,14 @@ from .common import (
     configure_logging,
     database_url,
     first_line,
+    load_batch_processor,
     load_processor,
     load_schema,
+    no_processor,
     open_database,
     scrub,
     table_prefix,
+    usage_error,
 )
 
 
@@ -54,7 +57,16 @@ def describe_worker_error(url: str, exc: Exception) -> str:
 def check_code(args: argparse.Namespace) -> None:
     # Imported here once, so a bad --processor or --schema is a usage error before a job
     # is prepared or a worker process starts.
+    batch_processor = getattr(args, "batch_processor", None)
+    if args.processor is not None and batch_processor is not None:
+        raise usage_error(
+            "--processor and --batch-processor exclude each other: "
+            "give one (called per record, or per batch)"
+        )
+    if getattr(args, "transactional", False) and batch_processor is None:
+        raise usage_error("--transactional needs a --batch-processor, whose writes it covers")
     load_processor(args.processor)
+    load_batch_processor(batch_processor)
     load_schema(args.schema)
 
 
@@ -65,7 +77,11 @@ def worker_settings(args: argparse.Namespace, job_id: str) -> WorkerSettings:
     return WorkerSettings(
         job_id=job_id,
         open_store=functools.partial(open_worker_store, url, table_prefix(args)),
-        load_processor=functools.partial(load_processor, args.processor),
+        load_processor=(
+            functools.partial(load_processor, args.processor)
+            if args.batch_processor is None
+            else no_processor
+        ),
         load_schema=functools.partial(load_worker_schema, args.schema),
         continue_on_error=not args.stop_on_error,
         max_retries=args.max_retries,
@@ -73,6 +89,8 @@ def worker_settings(args: argparse.Namespace, job_id: str) -> WorkerSettings:
         lease_timeout_ms=args.lease_timeout,
         setup=functools.partial(configure_logging, args.verbose),
         describe_error=functools.partial(describe_worker_error, url),
+        load_batch_processor=functools.partial(load_batch_processor, args.batch_processor),
+        transactional=args.transactional,
         max_batches=getattr(args, "max_batches", None),
         max_duration_ms=getattr(args, "max_duration", None),
         concurrency=args.concurrency,
