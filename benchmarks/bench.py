@@ -1,8 +1,8 @@
 """The library against the raw database driver doing the same work, side by side in one run.
 
     /work/venv/bin/python benchmarks/bench.py [--backends sqlite,mysql,postgres] [--quick]
-        [--smoke] [--rows save,prepare,complete,single,cycles,progress,e2e,concurrency] [--rounds N]
-        [--profile [DIR]]
+        [--smoke] [--rows save,prepare,complete,single,cycles,progress,e2e,concurrency,import]
+        [--rounds N] [--records N] [--profile [DIR]]
 
 Every row runs the library and the raw driver (sqlite3, pymysql, psycopg2 with hand-written
 SQL) on identically shaped tables of their own (on SQLite each side in its own file),
@@ -118,6 +118,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     size.add_argument("--smoke", action="store_true", help="tiny sizes: checks that it runs")
     parser.add_argument("--rounds", type=int, help="rounds of each bulk row (median)")
     parser.add_argument(
+        "--records", type=int, help="CSV rows of the import row (default 1,000,000; quick 100,000)"
+    )
+    parser.add_argument(
         "--profile",
         nargs="?",
         const=PROFILE_DIR,
@@ -142,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = SMOKE if args.smoke else QUICK if args.quick else FULL
     if args.rounds:
         sizes = replace(sizes, rounds=args.rounds)
+    if args.records:
+        sizes = replace(sizes, import_records=args.records)
     urls = server_urls(args)
     selected = [r for r in ROWS if r in args.rows.split(",")]
     started = time.perf_counter()

@@ -67,6 +67,8 @@ class Sizes:
     e2e_records: int
     e2e_processes: int
     e2e_rounds: int  # end-to-end runs of each side, alternating (median taken)
+    import_records: int  # CSV rows of the import row (bench.py --records)
+    import_rounds: int  # import runs of each side, alternating (median taken)
     concurrency_levels: tuple[int, ...] = (1, 8, 64, 256)  # Worker(concurrency=N) rows
     concurrency_wait_ms: float = 20  # what the processor waits per record
     concurrency_seconds: float = 3.0  # a job's length at the bound N / wait (at least)
@@ -91,6 +93,8 @@ FULL = Sizes(
     e2e_records=1_000_000,
     e2e_processes=4,
     e2e_rounds=3,
+    import_records=1_000_000,
+    import_rounds=1,
 )
 QUICK = replace(
     FULL,
@@ -106,6 +110,7 @@ QUICK = replace(
     e2e_rounds=2,
     concurrency_seconds=1.0,
     concurrency_runs=1,
+    import_records=100_000,
 )
 SMOKE = replace(
     FULL,
@@ -128,6 +133,7 @@ SMOKE = replace(
     concurrency_seconds=0.05,
     concurrency_batch_size=20,
     concurrency_runs=1,
+    import_records=200,
 )
 
 

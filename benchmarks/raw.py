@@ -13,7 +13,7 @@ import contextlib
 import importlib
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -285,8 +285,16 @@ class RawPipeline:
         total = self.write_job(job_id, encode({"batchSize": batch_size}), chunks(), batch_rows)
         return job_id, total
 
-    def work(self, job_id: str, worker_id: str) -> int:
-        """Process batches until none is PENDING; the records processed."""
+    def work(
+        self,
+        job_id: str,
+        worker_id: str,
+        in_transaction: Callable[[Raw, list[Any]], object] | None = None,
+    ) -> int:
+        """Process batches until none is PENDING; the records processed. With
+        ``in_transaction``, each record is given to the no-op and the batch's parsed
+        records to ``in_transaction(raw, records)`` inside the completion's transaction
+        (a transactional batch processor)."""
         raw, processed = self.raw, 0
         while True:
             row = raw.fetchone(self.pick, (job_id,))
@@ -297,13 +305,19 @@ class RawPipeline:
                 continue  # another worker took it first
             raw.cursor.execute(self.read, (job_id, batch_id))
             results = []
+            batch = []
             for index, raw_text, parsed_text in raw.cursor.fetchall():
                 record, parsed = from_json(raw_text), from_json(parsed_text)
-                noop(parsed, None)
+                if in_transaction is None:
+                    noop(parsed, None)
+                else:
+                    batch.append(parsed)
                 text = encode(record)
                 done = text if parsed == record else encode(parsed)
                 results.append((job_id, batch_id, index, "processed", text, done, "[]", None))
             with raw.transaction():
+                if in_transaction is not None:
+                    in_transaction(raw, batch)
                 args = (len(results), batch_id, worker_id, version + 1)
                 if raw.execute(self.finish, args) != 1:
                     raise AssertionError("the raw fence refused its own claim")

@@ -2,8 +2,9 @@
 
 ``bulk`` (save_batch_records, prepare_job, complete_batch, save_processed_record), ``cycles``
 (claim + complete with threads and processes), ``progress`` (progress reads as the job
-grows), ``e2e`` (prepare_job then Worker.run in several processes) and ``concurrency``
-(one worker process whose processor waits, at Worker(concurrency=N)).
+grows), ``e2e`` (prepare_job then Worker.run in several processes), ``concurrency``
+(one worker process whose processor waits, at Worker(concurrency=N)) and ``imports`` (a
+CSV imported by a transactional batch processor).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from .bulk import row_complete, row_prepare, row_save, row_single
 from .concurrency import row_concurrency
 from .cycles import row_cycles
 from .e2e import row_e2e
+from .imports import row_import
 from .progress import row_progress
 
 #: The rows in the table's order, by the names --rows takes.
@@ -28,6 +30,7 @@ ROW_FUNCTIONS: dict[str, Callable[[Bench], list[Row]]] = {
     "progress": row_progress,
     "e2e": row_e2e,
     "concurrency": row_concurrency,
+    "import": row_import,
 }
 
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
     "row_concurrency",
     "row_cycles",
     "row_e2e",
+    "row_import",
     "row_prepare",
     "row_progress",
     "row_save",
