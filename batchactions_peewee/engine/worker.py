@@ -59,6 +59,7 @@ from .hooks import HookedRecordProcessing, JobHooks, check_hooks
 from .io import worker_io
 from .leases import Held, Leases
 from .validation import check_schema
+from .write_behind import WriteBehind
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +152,9 @@ class Worker:
     Counts, retries, hooks, events and stored records are those of one record at a time,
     in index order; no record starts once the lease is lost or, with
     ``continue_on_error=False``, once a record failed, and the records after the first
-    failed one (by index) stay pending even if they ran.
+    failed one (by index) stay pending even if they ran. Above 1, ``run`` writes each
+    batch on a writer thread while the next batch's records are in flight, one write at a
+    time, all of them done before it returns (``write_behind.py``).
     ``on_event`` receives :class:`WorkerEvent` s; an exception it raises is logged and
     ignored. ``sleep`` (seconds) replaces the retry waits (processor retries and pauses
     after a store failure), for tests. Settings come from these arguments only, not from
@@ -221,6 +224,7 @@ class Worker:
         if is_async_processor(batch_processor):
             raise InvalidInputError("batch_processor must be a plain function, not async def")
         self._in_flight = InFlight(f"records-{self.worker_id}", sleep)
+        self._behind = WriteBehind(f"writer-{self.worker_id}", self._emit)
 
     # -- public ---------------------------------------------------------------------------
 
@@ -266,6 +270,7 @@ class Worker:
                     if self._stopping.is_set():
                         tally.stopped = "stopped"
                     if self._stopping.is_set() or self._step(job_id, tally, limits):
+                        self._settle(tally)
                         if tally.stopped != "aborted":
                             tally.finalized = self._finalize(job_id) or tally.finalized
                         break
@@ -281,6 +286,7 @@ class Worker:
                     self._pause_after_store_error(exc, in_a_row)
         finally:
             self._stopping.clear()
+            self._behind.close(self.store)
             self._leases.close()
             self._in_flight.close()
         return WorkerSummary(
@@ -299,10 +305,13 @@ class Worker:
     def _step(self, job_id: str, tally: _Tally, limits: _Limits) -> bool:
         """One round of ``run``: process a batch, or wait for other workers' batches or for
         a paused job; True once the job needs nothing more from this worker."""
-        if limits.reached(tally.batches + tally.leases_lost):
+        if limits.reached(tally.batches + tally.leases_lost + self._behind.pending):
             tally.stopped = "limit"
             return True
         result = self._next(job_id, report=False)
+        self._settle(tally, taken_only=True)
+        if result is None:  # claimed, and being written behind
+            return False
         tally.add(result)
         if result.aborted:
             return self._aborted(job_id, tally)
@@ -321,6 +330,14 @@ class Worker:
         # Other workers hold live batches: wait for them to finish or go stale.
         self._stopping.wait(self._poll_interval_s)
         return False
+
+    def _settle(self, tally: _Tally, *, taken_only: bool = False) -> None:
+        """Count the batches written behind; unless ``taken_only``, wait for the one in
+        hand first."""
+        if not taken_only:
+            self._behind.settle()
+        for result in self._behind.take():
+            tally.add(result)
 
     def _not_processing(self, job_id: str, tally: _Tally) -> bool:
         # Claims answer JOB_NOT_PROCESSING for every status but PROCESSING: only a pause
@@ -367,16 +384,19 @@ class Worker:
         its results and try to finalize the job. Raises JobNotFoundError for an unknown job.
         """
         try:
-            return self._next(job_id, report=True)
+            result = self._next(job_id, report=True)
+            assert result is not None  # nothing is written behind with report
+            return result
         finally:
             self._leases.close()
             self._in_flight.close()
 
-    def _next(self, job_id: str, *, report: bool) -> BatchResult:
+    def _next(self, job_id: str, *, report: bool) -> BatchResult | None:
         """``process_next``; with ``report`` False (``run``'s rounds), a written batch is
         not followed by an attempt to finalize and ``job_complete`` is left False: ``run``
         reads the job's state only once no batch is left to claim, so a batch costs no
-        reads beyond its own records."""
+        reads beyond its own records. None when the batch is being written behind (with
+        records in flight, in ``run``): its result comes from ``self._behind``."""
         claim = self.store.claim_batch(job_id, self.worker_id)
         if (
             claim.reason == ClaimFailureReason.NO_PENDING_BATCHES
@@ -384,6 +404,7 @@ class Worker:
         ):
             claim = self.store.claim_batch(job_id, self.worker_id)
         if claim.reservation is None:
+            self._behind.settle()  # before the job's state is read, or it is finalized
             if claim.reason == ClaimFailureReason.JOB_NOT_FOUND:
                 raise JobNotFoundError(f"job {job_id!r} does not exist")
             finalized = claim.reason == ClaimFailureReason.NO_PENDING_BATCHES and self._finalize(
@@ -404,13 +425,14 @@ class Worker:
 
     # -- one batch ------------------------------------------------------------------------
 
-    def _process_batch(self, res: BatchReservation, report: bool) -> BatchResult:
+    def _process_batch(self, res: BatchReservation, report: bool) -> BatchResult | None:
         started = time.monotonic()
         self._emit(BatchClaimed.of(res, self.worker_id))
         if self.batch_processor is not None:
             return self._outcome(res, self._whole_batch(res, self.batch_processor), report, started)
         lease: Held | None = None
         written = False
+        behind = False
         try:
             try:
                 # The store and the interval as they are now: both are public attributes.
@@ -427,14 +449,32 @@ class Worker:
             finally:
                 if lease is not None:
                     self._leases.release(lease)
+            self._behind.settle()  # the batch before, first: one write at a time
+            if not work.lease_lost and not report and self.concurrency > 1:
+                self._behind.submit(
+                    lambda: self._write(res, work),
+                    lambda written: self._outcome(res, written, report, started),
+                )
+                behind = True
+                return None
             if not work.lease_lost:
-                status = BatchStatus.COMPLETED if work.failure is None else BatchStatus.FAILED
-                written = self._complete(res, status, work)
+                written = self._complete(res, work)
                 work.lease_lost = not written
+        finally:
+            if not written and not behind:
+                self._release(res)
+        return self._outcome(res, work, report, started)
+
+    def _write(self, res: BatchReservation, work: BatchWork) -> BatchWork:
+        """The batch's write, behind (on the writer thread): given back unless written."""
+        written = False
+        try:
+            written = self._complete(res, work)
+            work.lease_lost = not written
         finally:
             if not written:
                 self._release(res)
-        return self._outcome(res, work, report, started)
+        return work
 
     def _outcome(
         self, res: BatchReservation, work: BatchWork, report: bool, started: float
@@ -508,7 +548,8 @@ class Worker:
         """The batch's records as (index, raw) pairs: all that processing needs."""
         return worker_io(self.store)._get_batch_raw(res.job_id, res.batch_id)
 
-    def _complete(self, res: BatchReservation, status: BatchStatus, work: BatchWork) -> bool:
+    def _complete(self, res: BatchReservation, work: BatchWork) -> bool:
+        status = BatchStatus.COMPLETED if work.failure is None else BatchStatus.FAILED
         return worker_io(self.store)._complete_batch_processed(
             res,
             status=status,
@@ -583,7 +624,7 @@ class Worker:
     # -- events ---------------------------------------------------------------------------
 
     def _emit(self, event: WorkerEvent) -> None:
-        if self.on_event is None:
+        if self.on_event is None or self._behind.hold(event):
             return
         try:
             self.on_event(event)
