@@ -100,4 +100,3 @@ class WriteBehind:
             return
         pool.submit(close_connection, store).result()
         pool.shutdown(wait=True)
-

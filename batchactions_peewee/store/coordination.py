@@ -251,7 +251,9 @@ class Coordination:
             return True if self.session.exists(self.sql.finished, params) else None
 
         try:
-            return self.session.write(finish, landed=finished)
+            # The processor's Python work before its first write runs without SQLite's
+            # one write lock (see SqliteDialect.write_transaction).
+            return self.session.write(finish, landed=finished, lock_first=False)
         except _FencedOff:
             return False
 

@@ -73,8 +73,9 @@ class Dialect:
         self.database = database
 
     @contextlib.contextmanager
-    def write_transaction(self) -> Iterator[None]:
-        """A transaction that will write. SQLite takes the write lock up front."""
+    def write_transaction(self, lock_first: bool = True) -> Iterator[None]:
+        """A transaction that will write. SQLite takes the write lock up front, unless not
+        ``lock_first`` (then at the transaction's first write)."""
         with self.database.atomic():
             yield
 
@@ -128,11 +129,16 @@ class SqliteDialect(Dialect):
     row_locks = False  # the write lock is already held (BEGIN IMMEDIATE)
 
     @contextlib.contextmanager
-    def write_transaction(self) -> Iterator[None]:
+    def write_transaction(self, lock_first: bool = True) -> Iterator[None]:
         # BEGIN IMMEDIATE: a deferred transaction that reads and then writes fails with
         # "database is locked" when another writer got in between; taking the lock first
-        # turns that into an orderly wait (busy timeout) or a retryable busy error.
-        if self.database.in_transaction():
+        # turns that into an orderly wait (busy timeout) or a retryable busy error. Not
+        # ``lock_first`` (a batch processor's transaction, which holds the one write lock
+        # from its first write to the commit): BEGIN DEFERRED, so that what the processor
+        # does before its first write runs while other workers write; a first statement
+        # that writes waits for the lock as IMMEDIATE would, and a read before it may make
+        # the write fail busy: the whole transaction is then run again.
+        if self.database.in_transaction() or not lock_first:
             with self.database.atomic():
                 yield
         else:

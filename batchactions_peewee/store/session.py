@@ -172,14 +172,19 @@ class Session:
         return None
 
     def write(
-        self, operation: Callable[[], T], *, landed: Callable[[], T | None] | None = None
+        self,
+        operation: Callable[[], T],
+        *,
+        landed: Callable[[], T | None] | None = None,
+        lock_first: bool = True,
     ) -> T:
         """Run ``operation`` in one write transaction, retried after transient errors.
 
         ``landed`` (for writes that are not idempotent) says, after a lost connection,
-        whether the lost attempt committed unseen: its answer then stands.
+        whether the lost attempt committed unseen: its answer then stands. Not
+        ``lock_first``: SQLite's write lock is taken at the first write, not at BEGIN.
         """
-        return self._retrying(operation, transaction=True, landed=landed)
+        return self._retrying(operation, transaction=True, landed=landed, lock_first=lock_first)
 
     def run(self, operation: Callable[[], T], *, landed: Callable[[], T | None] | None = None) -> T:
         """``write`` without a transaction of its own (one statement, or a caller's)."""
@@ -200,6 +205,7 @@ class Session:
         *,
         transaction: bool,
         landed: Callable[[], T | None] | None,
+        lock_first: bool = True,
     ) -> T:
         """Run ``operation``, re-running it after transient errors, at most MAX_ATTEMPTS times.
 
@@ -225,7 +231,7 @@ class Session:
                         return outcome
                 if not transaction:
                     return operation()
-                with dialect.write_transaction():
+                with dialect.write_transaction(lock_first):
                     return operation()
             except (pw.DatabaseError, pw.InterfaceError) as exc:
                 if isinstance(exc, StatementTooLarge):

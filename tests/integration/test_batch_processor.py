@@ -9,6 +9,7 @@ The exactly-once proof under SIGKILLs is tests/integration/test_exactly_once.py.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -473,6 +474,45 @@ def test_transactional_writes_commit_with_the_batch(
             summary = worker.run(job.job_id)
             assert (summary.batches, summary.processed, summary.failed) == (3, 23, 2)
             assert counts(store.database, table) == (23, 23)
+            state = store.get_job_state(job.job_id)
+            assert state is not None and state.status == JobStatus.COMPLETED
+
+
+@pytest.mark.parametrize("kind", PEEWEE_BACKENDS)
+def test_transactional_workers_that_read_before_they_write_import_each_record_once(
+    kind: str, url_for: Callable[[str], str]
+) -> None:
+    # On SQLite the processor's transaction takes the write lock at its first write; a
+    # read before it can make that write fail busy (another worker wrote meanwhile),
+    # and the whole transaction is run again: each record still lands once.
+    with open_store(kind, url_for) as store:
+        assert isinstance(store, PeeweeStateStore)
+        with user_table(store.database, f"{new_prefix()}imported") as table:
+            job = prepare_job(store, numbers(200), batch_size=5)
+            seen: list[int] = []
+
+            def count_first(records: list[dict[str, Any]], context: BatchContext) -> None:
+                with context.database.bind_ctx([table]):
+                    seen.append(table.select().count())
+
+            def run() -> None:
+                worker = Worker(
+                    store, batch_processor=importer(table, count_first), transactional=True
+                )
+                summaries.append(worker.run(job.job_id))
+                store.database.close()
+
+            summaries: list[Any] = []
+            threads = [threading.Thread(target=run) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=120)
+            assert len(summaries) == 4
+            assert sum(s.processed for s in summaries) == 200
+            assert sum(s.batches for s in summaries) == 40
+            assert counts(store.database, table) == (200, 200)
+            assert len(seen) >= 40
             state = store.get_job_state(job.job_id)
             assert state is not None and state.status == JobStatus.COMPLETED
 
