@@ -203,7 +203,6 @@ def hint(args: argparse.Namespace, *words: str) -> str:
 
 #: The key of a job's config under which ``run`` and ``prepare`` keep the ``--processor``,
 #: ``--schema`` and ``--batch-processor`` they were given.
-CODE_KEY = "code"
 #: Option name -> its attribute on the parsed arguments and its key under ``CODE_KEY``.
 CODE_OPTIONS = {
     "--processor": ("processor", "processor"),
@@ -222,14 +221,6 @@ def code_of(args: argparse.Namespace) -> dict[str, str]:
         if value is not None:
             code[key] = value
     return code
-
-
-def remembered_code(job: JobState) -> dict[str, str]:
-    """The code options that ``job`` was prepared with (empty for a job of the library)."""
-    code = (job.config.model_extra or {}).get(CODE_KEY)
-    if not isinstance(code, dict):
-        return {}
-    return {k: v for k, v in code.items() if isinstance(k, str) and isinstance(v, str)}
 
 
 def validate_only(record: dict[str, Any], context: ProcessingContext) -> None:

@@ -19,9 +19,9 @@ from ..engine.pool import WorkerOutcome, run_workers
 from ..engine.sources import detect_format, open_source
 from ..errors import BatchActionsError, JobExistsError
 from ..model import JobState, JobStatus
+from ..reports import CODE_KEY, figures, figures_of, rate, remembered_code
 from ..store import PeeweeStateStore
 from .common import (
-    CODE_KEY,
     CODE_OPTIONS,
     DEFAULT_LEASE_TIMEOUT_MS,
     PROG,
@@ -33,10 +33,8 @@ from .common import (
     hint,
     load_schema,
     open_store,
-    remembered_code,
     usage_error,
 )
-from .figures import figures, figures_of, rate
 from .render import ProgressBar, duration, print_columns, print_json, print_rows, progress_bar
 from .worker_setup import check_code, worker_settings
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from ..model import ProcessedRecord
-from .figures import Figures
+from ..reports import Figures
 
 
 def print_json(value: Any) -> None:

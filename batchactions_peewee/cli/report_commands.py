@@ -8,11 +8,11 @@ import argparse
 import csv
 import json
 import sys
-from collections import Counter
 from collections.abc import Iterator
 from typing import IO, Any
 
-from ..model import JobState, JobStatus, ProcessedRecord
+from ..model import JobStatus, ProcessedRecord
+from ..reports import figures_of, status_report
 from ..store import PeeweeStateStore
 from .common import (
     DEFAULT_LEASE_TIMEOUT_MS,
@@ -21,49 +21,15 @@ from .common import (
     find_job,
     hint,
     open_store,
-    remembered_code,
 )
-from .figures import figures_of
 from .render import cell, duration, print_json, print_rows, record_error, when
-
-
-def _status_report(store: PeeweeStateStore, job: JobState, lease_timeout_ms: int) -> dict[str, Any]:
-    now = store.now()
-    counts = store.record_counts(job.id)
-    leases = [
-        {
-            "workerId": b.worker_id,
-            "batchIndex": b.index,
-            "batchId": b.id,
-            "claimedAt": b.claimed_at,
-            "heldMs": max(0, now - b.claimed_at) if b.claimed_at is not None else None,
-            "stale": b.claimed_at is None or now - b.claimed_at > lease_timeout_ms,
-        }
-        for b in job.batches
-        if b.status.value == "PROCESSING"
-    ]
-    return {
-        "jobId": job.id,
-        "status": job.status.value,
-        "source": (job.config.model_extra or {}).get("source"),
-        "code": remembered_code(job),
-        "retryOf": (job.config.model_extra or {}).get("retryOf"),
-        "startedAt": job.started_at,
-        "completedAt": job.completed_at,
-        **figures_of(job, counts, now).to_json(),
-        # A job still being prepared has no total yet: these are the rows written so far.
-        "writtenRecords": sum(counts.values()),
-        "records": counts,
-        "batches": dict(Counter(b.status.value for b in job.batches)),
-        "leases": leases,
-    }
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Show a job's progress, its batches by status and the workers holding leases."""
     store = open_store(args)
     job = find_job(store, args.job_id, database_url(args))
-    report = _status_report(store, job, args.lease_timeout)
+    report = status_report(store, job, args.lease_timeout)
     if args.json:
         print_json(report)
         return 0

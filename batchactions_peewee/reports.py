@@ -1,5 +1,7 @@
-"""The figures every command shows of a job, each defined once here: the progress bar,
-``status``, ``jobs``, the report of ``run`` and ``work``, and their ``--json`` forms.
+"""What the CLI and the dashboard show of a job, each defined once here: its figures (the
+progress bar, ``status``, ``jobs``, the report of ``run`` and ``work``, and their
+``--json`` forms), the code it remembers and its status report (``status --json``, and the
+dashboard's ``GET /api/jobs/{id}``).
 
 ``failed`` is the records whose processing failed and ``invalid`` those that failed
 validation: two figures, never added up under one name. ``pending`` is every record not
@@ -12,11 +14,15 @@ the time of reading.)
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from ..model import JobState, JobStatus, RecordStatus
-from ..store import PeeweeStateStore
+from .model import BatchStatus, JobState, JobStatus, RecordStatus
+from .store import PeeweeStateStore
+
+#: The key of a job's config under which it remembers the code it was prepared with.
+CODE_KEY = "code"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,3 +95,46 @@ def figures_of(job: JobState, counts: dict[str, int], now: int) -> Figures:
 def figures(store: PeeweeStateStore, job: JobState) -> Figures:
     """``job``'s figures, read now."""
     return figures_of(job, store.record_counts(job.id), store.now())
+
+
+def remembered_code(job: JobState) -> dict[str, str]:
+    """The code options that ``job`` was prepared with (empty for a job of the library)."""
+    code = (job.config.model_extra or {}).get(CODE_KEY)
+    if not isinstance(code, dict):
+        return {}
+    return {k: v for k, v in code.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def status_report(store: PeeweeStateStore, job: JobState, lease_timeout_ms: int) -> dict[str, Any]:
+    """``status --json`` of ``job``: its figures, records and batches by status, and the
+    leases held (stale once older than ``lease_timeout_ms``)."""
+    now = store.now()
+    counts = store.record_counts(job.id)
+    leases = [
+        {
+            "workerId": b.worker_id,
+            "batchIndex": b.index,
+            "batchId": b.id,
+            "claimedAt": b.claimed_at,
+            "heldMs": max(0, now - b.claimed_at) if b.claimed_at is not None else None,
+            "stale": b.claimed_at is None or now - b.claimed_at > lease_timeout_ms,
+        }
+        for b in job.batches
+        if b.status == BatchStatus.PROCESSING
+    ]
+    extra = job.config.model_extra or {}
+    return {
+        "jobId": job.id,
+        "status": job.status.value,
+        "source": extra.get("source"),
+        "code": remembered_code(job),
+        "retryOf": extra.get("retryOf"),
+        "startedAt": job.started_at,
+        "completedAt": job.completed_at,
+        **figures_of(job, counts, now).to_json(),
+        # A job still being prepared has no total yet: these are the rows written so far.
+        "writtenRecords": sum(counts.values()),
+        "records": counts,
+        "batches": dict(Counter(b.status.value for b in job.batches)),
+        "leases": leases,
+    }
