@@ -10,6 +10,7 @@ a transactional batch processor's writes to the store's database are the excepti
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -59,7 +60,7 @@ from .hooks import HookedRecordProcessing, JobHooks, check_hooks
 from .io import worker_io
 from .leases import Held, Leases
 from .validation import check_schema
-from .write_behind import WriteBehind
+from .write_behind import Ahead, WriteBehind
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +155,8 @@ class Worker:
     ``continue_on_error=False``, once a record failed, and the records after the first
     failed one (by index) stay pending even if they ran. Above 1, ``run`` writes each
     batch on a writer thread while the next batch's records are in flight, one write at a
-    time, all of them done before it returns (``write_behind.py``).
+    time, all of them done before it returns, and claims the batch after it there
+    (``write_behind.py``).
     ``on_event`` receives :class:`WorkerEvent` s; an exception it raises is logged and
     ignored. ``sleep`` (seconds) replaces the retry waits (processor retries and pauses
     after a store failure), for tests. Settings come from these arguments only, not from
@@ -286,7 +288,7 @@ class Worker:
                     self._pause_after_store_error(exc, in_a_row)
         finally:
             self._stopping.clear()
-            self._behind.close(self.store)
+            self._behind.close(self.store, self._give_back)
             self._leases.close()
             self._in_flight.close()
         return WorkerSummary(
@@ -305,10 +307,12 @@ class Worker:
     def _step(self, job_id: str, tally: _Tally, limits: _Limits) -> bool:
         """One round of ``run``: process a batch, or wait for other workers' batches or for
         a paused job; True once the job needs nothing more from this worker."""
-        if limits.reached(tally.batches + tally.leases_lost + self._behind.pending):
+        done = tally.batches + tally.leases_lost + self._behind.pending
+        if limits.reached(done):
             tally.stopped = "limit"
             return True
-        result = self._next(job_id, report=False)
+        # Read the batch after this one ahead only if the limits leave room for it.
+        result = self._next(job_id, report=False, ahead_ok=not limits.reached(done + 2))
         self._settle(tally, taken_only=True)
         if result is None:  # claimed, and being written behind
             return False
@@ -391,12 +395,16 @@ class Worker:
             self._leases.close()
             self._in_flight.close()
 
-    def _next(self, job_id: str, *, report: bool) -> BatchResult | None:
+    def _next(self, job_id: str, *, report: bool, ahead_ok: bool = False) -> BatchResult | None:
         """``process_next``; with ``report`` False (``run``'s rounds), a written batch is
         not followed by an attempt to finalize and ``job_complete`` is left False: ``run``
         reads the job's state only once no batch is left to claim, so a batch costs no
         reads beyond its own records. None when the batch is being written behind (with
-        records in flight, in ``run``): its result comes from ``self._behind``."""
+        records in flight, in ``run``): its result comes from ``self._behind``, which may
+        also have claimed and read this batch ahead (``ahead_ok``: and the next one)."""
+        ahead = self._behind.take_ahead()
+        if ahead is not None:
+            return self._process_batch(ahead.lease.reservation, report, ahead, ahead_ok)
         claim = self.store.claim_batch(job_id, self.worker_id)
         if (
             claim.reason == ClaimFailureReason.NO_PENDING_BATCHES
@@ -417,7 +425,7 @@ class Worker:
                 finalized=finalized,
                 reason=claim.reason,
             )
-        return self._process_batch(claim.reservation, report)
+        return self._process_batch(claim.reservation, report, None, ahead_ok)
 
     def stop(self) -> None:
         """Ask ``run`` to return after the batch in hand (safe from any thread)."""
@@ -425,7 +433,9 @@ class Worker:
 
     # -- one batch ------------------------------------------------------------------------
 
-    def _process_batch(self, res: BatchReservation, report: bool) -> BatchResult | None:
+    def _process_batch(
+        self, res: BatchReservation, report: bool, ahead: Ahead | None, ahead_ok: bool
+    ) -> BatchResult | None:
         started = time.monotonic()
         self._emit(BatchClaimed.of(res, self.worker_id))
         if self.batch_processor is not None:
@@ -435,10 +445,12 @@ class Worker:
         behind = False
         try:
             try:
-                # The store and the interval as they are now: both are public attributes.
-                lease = self._leases.hold(res, self.store, self.lease_timeout_ms / 3000)
+                lease = ahead.lease if ahead is not None else self._hold(res)
+                records = ahead.records if ahead is not None else self._read_batch(res)
+                if ahead_ok and self._writes_behind(report):
+                    self._behind.read_ahead(functools.partial(self._claim_ahead, res.job_id))
                 work = self._process_records()(
-                    self._read_batch(res),
+                    records,
                     res,
                     total=self._total(res.job_id),
                     lease_lost=lease.lost,
@@ -450,7 +462,7 @@ class Worker:
                 if lease is not None:
                     self._leases.release(lease)
             self._behind.settle()  # the batch before, first: one write at a time
-            if not work.lease_lost and not report and self.concurrency > 1:
+            if not work.lease_lost and self._writes_behind(report):
                 self._behind.submit(
                     lambda: self._write(res, work),
                     lambda written: self._outcome(res, written, report, started),
@@ -464,6 +476,31 @@ class Worker:
             if not written and not behind:
                 self._release(res)
         return self._outcome(res, work, report, started)
+
+    def _writes_behind(self, report: bool) -> bool:
+        # In run (not process_next), with records in flight: see write_behind.py.
+        return not report and self.concurrency > 1 and self.batch_processor is None
+
+    def _hold(self, res: BatchReservation) -> Held:
+        # The store and the interval as they are now: both are public attributes.
+        return self._leases.hold(res, self.store, self.lease_timeout_ms / 3000)
+
+    def _claim_ahead(self, job_id: str) -> Ahead | None:
+        """The next batch, claimed, held and read on the writer thread; None when the
+        claim finds none (the worker's own claim then reclaims stale batches)."""
+        res = self.store.claim_batch(job_id, self.worker_id).reservation
+        if res is None:
+            return None
+        lease = self._hold(res)
+        try:
+            return Ahead(lease, self._read_batch(res))
+        except BaseException:
+            self._give_back(Ahead(lease, []))
+            raise
+
+    def _give_back(self, ahead: Ahead) -> None:
+        self._leases.release(ahead.lease)
+        self._release(ahead.lease.reservation)
 
     def _write(self, res: BatchReservation, work: BatchWork) -> BatchWork:
         """The batch's write, behind (on the writer thread): given back unless written."""
@@ -512,7 +549,7 @@ class Worker:
     def _whole_batch(self, res: BatchReservation, batch_processor: BatchProcessor) -> BatchWork:
         """A batch processor's batch, processed and written under one lease (see
         ``batch_processor.BatchProcessing``); given back unless written."""
-        lease = self._leases.hold(res, self.store, self.lease_timeout_ms / 3000)
+        lease = self._hold(res)
         work = BatchWork(lease_lost=True)
         try:
             work = self._batch_processing(batch_processor)(

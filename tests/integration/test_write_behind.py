@@ -150,3 +150,105 @@ def test_stop_returns_with_every_batch_in_hand_written(store: Store) -> None:
     status = store.get_distributed_status(job.job_id)
     assert (status.completed_batches, status.processing_batches) == (summary.batches, 0)
     assert summary.batches == 2 and summary.processed == 20
+
+
+# -- read-ahead ------------------------------------------------------------------------------
+
+
+def wrap_claims(store: Store, after: Callable[[Any], None]) -> list[int]:
+    """Call ``after(reservation or None)`` after each claim of ``store``; the batch
+    indexes claimed, in order."""
+    claimed: list[int] = []
+    claim = store.claim_batch
+
+    def wrapped(job_id: str, worker_id: str) -> Any:
+        result = claim(job_id, worker_id)
+        if result.reservation is not None:
+            claimed.append(result.reservation.batch_index)
+        after(result.reservation)
+        return result
+
+    store.claim_batch = wrapped  # type: ignore[method-assign]
+    return claimed
+
+
+def test_the_next_batch_is_claimed_while_this_batchs_records_are_in_flight(
+    store: Store,
+) -> None:
+    job = prepare_job(store, numbers(30), batch_size=10)
+    second_claimed = threading.Event()
+
+    def processor(record: dict[str, Any], context: ProcessingContext) -> None:
+        # Claimed only after batch 0's records, batch 1 would never be: the test fails
+        # on the timeout.
+        if context.batch_index == 0 and not second_claimed.wait(PATIENCE_S):
+            raise AssertionError("batch 1 was not claimed while batch 0 was in flight")
+
+    def after(res: Any) -> None:
+        if res is not None and res.batch_index == 1:
+            second_claimed.set()
+
+    claimed = wrap_claims(store, after)
+    summary = Worker(store, processor, concurrency=4).run(job.job_id)
+
+    assert (summary.batches, summary.processed, summary.failed) == (3, 30, 0)
+    assert claimed == [0, 1, 2]
+
+
+def test_a_batch_read_ahead_and_not_taken_is_given_back(store: Store) -> None:
+    job = prepare_job(store, numbers(50), batch_size=10)
+    ahead = threading.Event()
+    worker: Worker
+
+    def processor(record: dict[str, Any], context: ProcessingContext) -> None:
+        if context.batch_index == 0 and ahead.wait(PATIENCE_S):
+            worker.stop()
+
+    def after(res: Any) -> None:
+        if res is not None and res.batch_index == 1:
+            ahead.set()
+
+    claimed = wrap_claims(store, after)
+    worker = Worker(store, processor, concurrency=4)
+    summary = worker.run(job.job_id)
+
+    assert (summary.stopped, summary.batches, summary.processed) == ("stopped", 1, 10)
+    assert claimed == [0, 1]
+    status = store.get_distributed_status(job.job_id)
+    assert (status.completed_batches, status.processing_batches, status.pending_batches) == (
+        1,
+        0,
+        4,
+    )
+    # Given back, not lost: another worker takes it at once.
+    rest = Worker(store, lambda record, context: None).run(job.job_id)
+    assert (rest.batches, rest.processed, rest.finalized) == (4, 40, True)
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3])
+def test_max_batches_claims_no_batch_it_will_not_process(store: Store, limit: int) -> None:
+    job = prepare_job(store, numbers(60), batch_size=10)
+    claimed = wrap_claims(store, lambda res: None)
+    summary = Worker(store, lambda record, context: None, concurrency=4).run(
+        job.job_id, max_batches=limit
+    )
+
+    assert summary.batches == limit
+    assert claimed == list(range(limit))
+
+
+def test_a_read_ahead_that_fails_is_left_to_the_workers_own_claim(store: Store) -> None:
+    job = prepare_job(store, numbers(30), batch_size=10)
+    calls = iter(range(1000))
+    claim = store.claim_batch
+
+    def second_claim_fails(job_id: str, worker_id: str) -> Any:
+        if next(calls) == 1:  # the first read-ahead
+            raise StoreUnavailable("the database went away")
+        return claim(job_id, worker_id)
+
+    store.claim_batch = second_claim_fails  # type: ignore[method-assign]
+    summary = Worker(store, lambda record, context: None, concurrency=4).run(job.job_id)
+
+    assert (summary.batches, summary.processed, summary.finalized) == (3, 30, True)
+    assert summary.store_errors == 0  # logged: the worker's own claim took over
