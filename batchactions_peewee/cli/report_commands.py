@@ -1,6 +1,7 @@
 """The commands that report on jobs: ``status`` (progress, batches, the workers' leases),
 ``failed`` (an export of failed and invalid records), ``jobs`` (recent jobs); and
-``reclaim``, which gives stale leases back to the other workers."""
+``reclaim``, which gives stale leases back to the other workers. ``status --watch`` and
+``jobs --watch`` are in ``watch``."""
 
 from __future__ import annotations
 
@@ -23,12 +24,16 @@ from .common import (
     open_store,
 )
 from .render import cell, duration, jobs_table, print_json, print_rows, record_error, when
+from .watch import watch_jobs, watch_requested, watch_status
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Show a job's progress, its batches by status and the workers holding leases."""
+    watching = watch_requested(args)
     store = open_store(args)
     job = find_job(store, args.job_id, database_url(args))
+    if watching:
+        return watch_status(args, store, job)
     report = status_report(store, job, args.lease_timeout)
     if args.json:
         print_json(report)
@@ -167,7 +172,10 @@ def cmd_reclaim(args: argparse.Namespace) -> int:
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     """List recent jobs with their status and progress."""
+    watching = watch_requested(args)
     store = open_store(args)
+    if watching:
+        return watch_jobs(args, store)
     listed = jobs_report(store, args.status, args.limit)
     if args.json:
         print_json(listed)
