@@ -200,7 +200,15 @@ def tmux(tmp_path: Path) -> Iterator[Tmux]:
     try:
         yield server
     finally:
+        found = subprocess.run(
+            [TMUX, "-L", server.socket, "display-message", "-p", "#{socket_path}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         subprocess.run([TMUX, "-L", server.socket, "kill-server"], capture_output=True, check=False)
+        if found.returncode == 0 and found.stdout.strip():
+            Path(found.stdout.strip()).unlink(missing_ok=True)  # tmux leaves it behind
 
 
 def shows(text: str) -> Callable[[str], bool]:
