@@ -1,7 +1,7 @@
 """What the CLI and the dashboard show of a job, each defined once here: its figures (the
 progress bar, ``status``, ``jobs``, the report of ``run`` and ``work``, and their
 ``--json`` forms), the code it remembers and its status report (``status --json``, and the
-dashboard's ``GET /api/jobs/{id}``).
+dashboard's ``GET /api/jobs/{id}``) and the listing of recent jobs (``jobs --json``).
 
 ``failed`` is the records whose processing failed and ``invalid`` those that failed
 validation: two figures, never added up under one name. ``pending`` is every record not
@@ -138,3 +138,27 @@ def status_report(store: PeeweeStateStore, job: JobState, lease_timeout_ms: int)
         "batches": dict(Counter(b.status.value for b in job.batches)),
         "leases": leases,
     }
+
+
+def jobs_report(
+    store: PeeweeStateStore, status: JobStatus | str | None, limit: int
+) -> list[dict[str, Any]]:
+    """``jobs --json``: the ``limit`` most recent jobs (of ``status``, if given) with their
+    figures; for a job still being prepared, ``writtenRecords`` is the rows written so far."""
+    jobs = store.list_jobs(status=status, limit=limit)
+    now = store.now()
+    listed: list[dict[str, Any]] = []
+    for job in jobs:
+        counts = store.record_counts(job.id)
+        listed.append(
+            {
+                "jobId": job.id,
+                "status": job.status.value,
+                "source": (job.config.model_extra or {}).get("source"),
+                **figures_of(job, counts, now).to_json(),
+                "writtenRecords": sum(counts.values()),
+                "startedAt": job.started_at,
+                "completedAt": job.completed_at,
+            }
+        )
+    return listed

@@ -4,6 +4,7 @@ read a file and by those that run workers, and the checked argument types."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Callable
 from typing import NoReturn
@@ -27,6 +28,7 @@ from .job_commands import cmd_prepare, cmd_run, cmd_work
 from .report_commands import cmd_failed, cmd_jobs, cmd_reclaim, cmd_status
 from .retry_commands import cmd_preview, cmd_retry
 from .schema_commands import cmd_init, cmd_migrate, cmd_sql
+from .watch import DEFAULT_INTERVAL_S
 
 
 def _whole_number(minimum: int, too_small: str) -> Callable[[str], int]:
@@ -44,6 +46,16 @@ def _whole_number(minimum: int, too_small: str) -> Callable[[str], int]:
 
 _positive = _whole_number(1, "at least 1")
 _non_negative = _whole_number(0, "0 or more")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < math.inf:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
 
 
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -182,6 +194,18 @@ def _source_options(parser: argparse.ArgumentParser) -> None:
         "--schema",
         metavar="MODULE:MODEL",
         help="pydantic model class the records must fit; the job remembers it",
+    )
+
+
+def _watch_options(parser: argparse.ArgumentParser, until: str) -> None:
+    parser.add_argument(
+        "--watch", action="store_true", help=f"show it again every --interval seconds, {until}"
+    )
+    parser.add_argument(
+        "--interval",
+        metavar="S",
+        type=_seconds,
+        help=f"seconds between refreshes of --watch (default {DEFAULT_INTERVAL_S:g})",
     )
 
 
@@ -381,7 +405,8 @@ def _report_commands(command: _AddCommand) -> None:
         default=DEFAULT_LEASE_TIMEOUT_MS,
         help="leases older than this are shown as stale",
     )
-    _json_option(sub)
+    _watch_options(sub, "until the job ends (exit 0 if it completed, 1 if not)")
+    _json_option(sub, "print JSON (with --watch: one object per line per refresh)")
 
     sub = command("failed", cmd_failed, "export failed and invalid records with their errors")
     sub.add_argument("job_id", metavar="JOB_ID", type=_job_id)
@@ -403,7 +428,8 @@ def _report_commands(command: _AddCommand) -> None:
     sub = command("jobs", cmd_jobs, "recent jobs with their status and progress")
     sub.add_argument("--status", choices=[s.value for s in JobStatus])
     sub.add_argument("--limit", type=_positive, default=20)
-    _json_option(sub)
+    _watch_options(sub, "until Ctrl-C")
+    _json_option(sub, "print JSON (with --watch: one array per line per refresh)")
 
 
 def _table_commands(command: _AddCommand) -> None:

@@ -1,5 +1,5 @@
-"""How the commands print: JSON, aligned columns, times and durations, a failed record's
-error text and CSV cells, and the progress bar drawn on stderr."""
+"""How the commands print: JSON, aligned columns, the table of jobs, times and durations, a
+failed record's error text and CSV cells, and the progress bar drawn on stderr."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from ..model import ProcessedRecord
+from ..model import JobStatus, ProcessedRecord
 from ..reports import Figures
 
 
@@ -23,6 +23,12 @@ def print_json(value: Any) -> None:
 def print_rows(rows: Sequence[Sequence[object]], out: TextIO | None = None) -> None:
     """Rows as aligned columns; a column of numbers (below its first row) is right-aligned."""
     out = out or sys.stdout
+    for line in table_lines(rows):
+        print(line, file=out)
+
+
+def table_lines(rows: Sequence[Sequence[object]]) -> list[str]:
+    """The lines ``print_rows`` prints."""
     cells = [[str(c) for c in row] for row in rows]
     columns = max(len(row) for row in rows)
     widths = [
@@ -32,11 +38,34 @@ def print_rows(rows: Sequence[Sequence[object]], out: TextIO | None = None) -> N
         all(isinstance(row[i], (int, float)) for row in rows[1:] if i < len(row))
         for i in range(columns)
     ]
+    lines = []
     for row in cells:
         parts = [
             c.rjust(widths[i]) if numeric[i] else c.ljust(widths[i]) for i, c in enumerate(row)
         ]
-        print("  ".join(parts).rstrip(), file=out)
+        lines.append("  ".join(parts).rstrip())
+    return lines
+
+
+def jobs_table(listed: Sequence[dict[str, Any]]) -> list[list[object]]:
+    """The rows of the ``jobs`` table, its header first, from ``jobs_report``."""
+    header = ["job", "status", "records", "done", "invalid", "failed", "started", "source"]
+    rows: list[list[object]] = [[*header]]
+    for j in listed:
+        preparing = j["status"] == JobStatus.CREATED.value
+        rows.append(
+            [
+                j["jobId"],
+                j["status"],
+                j["writtenRecords"] if preparing else j["totalRecords"],
+                "preparing" if preparing else f"{j['percentage']}%",
+                j["invalidRecords"],
+                j["failedRecords"],
+                when(j["startedAt"]),
+                j["source"] or "",
+            ]
+        )
+    return rows
 
 
 #: Column names ``print_columns`` shows before "... and N more".
@@ -83,6 +112,12 @@ def cell(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
+def bar(percentage: int, width: int) -> str:
+    """``[#####...............]``: ``width`` cells, filled to ``percentage``."""
+    filled = width * percentage // 100
+    return f"[{'#' * filled}{'.' * (width - filled)}]"
+
+
 class ProgressBar:
     """One line on stderr, redrawn in place: records done and failed, rate and ETA.
 
@@ -111,9 +146,8 @@ class ProgressBar:
             f" {figures.percentage:3d}%  {done}/{figures.total} records, "
             f"{figures.invalid} invalid, {figures.failed} failed  {rate:.0f}/s  ETA {eta}"
         )
-        bar_width = 20  # fixed, so the line does not jitter; cut to the terminal's width
-        filled = bar_width * figures.percentage // 100
-        line = f"[{'#' * filled}{'.' * (bar_width - filled)}]{text}"
+        # Fixed width, so the line does not jitter; cut to the terminal's width.
+        line = bar(figures.percentage, 20) + text
         self.stream.write("\r" + line[: width - 1] + "\x1b[K")
         self.stream.flush()
         self._drawn = True

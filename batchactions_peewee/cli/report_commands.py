@@ -1,6 +1,7 @@
 """The commands that report on jobs: ``status`` (progress, batches, the workers' leases),
 ``failed`` (an export of failed and invalid records), ``jobs`` (recent jobs); and
-``reclaim``, which gives stale leases back to the other workers."""
+``reclaim``, which gives stale leases back to the other workers. ``status --watch`` and
+``jobs --watch`` are in ``watch``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from ..model import JobStatus, ProcessedRecord
-from ..reports import figures_of, status_report
+from ..reports import jobs_report, status_report
 from ..store import PeeweeStateStore
 from .common import (
     DEFAULT_LEASE_TIMEOUT_MS,
@@ -22,13 +23,17 @@ from .common import (
     hint,
     open_store,
 )
-from .render import cell, duration, print_json, print_rows, record_error, when
+from .render import cell, duration, jobs_table, print_json, print_rows, record_error, when
+from .watch import watch_jobs, watch_requested, watch_status
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Show a job's progress, its batches by status and the workers holding leases."""
+    watching = watch_requested(args)
     store = open_store(args)
     job = find_job(store, args.job_id, database_url(args))
+    if watching:
+        return watch_status(args, store, job)
     report = status_report(store, job, args.lease_timeout)
     if args.json:
         print_json(report)
@@ -167,55 +172,18 @@ def cmd_reclaim(args: argparse.Namespace) -> int:
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     """List recent jobs with their status and progress."""
+    watching = watch_requested(args)
     store = open_store(args)
-    jobs = store.list_jobs(status=args.status, limit=args.limit)
-    now = store.now()
-    listed: list[dict[str, Any]] = []
-    for job in jobs:
-        counts = store.record_counts(job.id)
-        listed.append(
-            {
-                "jobId": job.id,
-                "status": job.status.value,
-                "source": (job.config.model_extra or {}).get("source"),
-                **figures_of(job, counts, now).to_json(),
-                "writtenRecords": sum(counts.values()),
-                "startedAt": job.started_at,
-                "completedAt": job.completed_at,
-            }
-        )
+    if watching:
+        return watch_jobs(args, store)
+    listed = jobs_report(store, args.status, args.limit)
     if args.json:
         print_json(listed)
         return 0
     if not listed:
         print("no jobs")
         return 0
-    header: list[object] = [
-        "job",
-        "status",
-        "records",
-        "done",
-        "invalid",
-        "failed",
-        "started",
-        "source",
-    ]
-    rows: list[list[object]] = [header]
-    for j in listed:
-        preparing = j["status"] == JobStatus.CREATED.value
-        rows.append(
-            [
-                j["jobId"],
-                j["status"],
-                j["writtenRecords"] if preparing else j["totalRecords"],
-                "preparing" if preparing else f"{j['percentage']}%",
-                j["invalidRecords"],
-                j["failedRecords"],
-                when(j["startedAt"]),
-                j["source"] or "",
-            ]
-        )
-    print_rows(rows)
+    print_rows(jobs_table(listed))
     if any(j["status"] == JobStatus.CREATED.value for j in listed):
         print(f"\npreparing: the preparation did not finish; `{hint(args, 'status', 'JOB_ID')}`")
     return 0
