@@ -9,7 +9,7 @@ import os
 import sys
 
 from ..web import make_wsgi_app
-from ..web.server import is_loopback, loopback_hosts_only, make_server
+from ..web.server import connected, is_loopback, loopback_hosts_only, make_server
 from .common import (
     DEFAULT_LEASE_TIMEOUT_MS,
     CliError,
@@ -86,8 +86,11 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         token=args.token,
         lease_timeout_ms=args.lease_timeout,
     )
+    served = connected(app, store.database)
     try:
-        server = make_server(args.host, args.port, app if args.token else loopback_hosts_only(app))
+        server = make_server(
+            args.host, args.port, served if args.token else loopback_hosts_only(served)
+        )
     except OSError as exc:
         raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     host = f"[{args.host.strip('[]')}]" if ":" in args.host else args.host

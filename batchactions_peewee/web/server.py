@@ -1,13 +1,14 @@
-"""A small server for the dashboard from the standard library: wsgiref with a thread per
-request (so a slow download does not hold up the page's polls), quiet unless asked."""
+"""A small server for the dashboard from the standard library: wsgiref answering on a
+fixed pool of threads (so a slow download does not hold up the page's polls, and each
+thread keeps its database connection from one request to the next), quiet unless asked."""
 
 from __future__ import annotations
 
 import ipaddress
 import logging
 import socket
-import socketserver
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
@@ -18,11 +19,33 @@ log = logging.getLogger(__name__)
 WsgiApp = Any  # a WSGI callable: (environ, start_response) -> iterable of bytes
 
 
-class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
-    """wsgiref's server, one thread per request; the threads die with the process."""
+#: Requests answered at once; more wait for a thread.
+THREADS = 16
 
-    daemon_threads = True
+
+class ThreadingWSGIServer(WSGIServer):
+    """wsgiref's server, answering on a pool of ``THREADS`` threads."""
+
     allow_reuse_address = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="dashboard")
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self._pool.submit(self._answer, request, client_address)
+
+    def _answer(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class _IPv6Server(ThreadingWSGIServer):
@@ -72,3 +95,15 @@ def _host_name(header: str) -> str:
     if header.startswith("["):
         return header[1 : header.find("]")]
     return header.partition(":")[0]
+
+
+def connected(app: WsgiApp, database: Any) -> WsgiApp:
+    """``app`` with the serving thread's connection to ``database`` opened first and kept
+    open: on a pool of threads the next request reuses it (a new SQLite connection starts
+    with an empty page cache). The dashboard closes only connections it opened itself."""
+
+    def keeping(environ: Mapping[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        database.connect(reuse_if_open=True)
+        return app(environ, start_response)  # type: ignore[no-any-return]
+
+    return keeping
