@@ -29,8 +29,9 @@ class ThreadingWSGIServer(WSGIServer):
     allow_reuse_address = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        # First: a failed bind calls server_close from the base __init__.
         self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="dashboard")
+        super().__init__(*args, **kwargs)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         self._pool.submit(self._answer, request, client_address)

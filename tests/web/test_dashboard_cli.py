@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -83,3 +84,18 @@ def test_a_password_in_the_url_is_not_printed(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "hunter22" not in result.stderr and "batch:***@" in result.stderr
+
+
+def test_a_port_in_use_is_one_line(tmp_path: Path, url_for: Callable[[str], str]) -> None:
+    target = ["--database", url_for("sqlite"), "--table-prefix", new_prefix()]
+    ok(cli(*target, "init", cwd=tmp_path))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = cli(*target, "dashboard", "--port", port, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        f"batchactions-peewee: error: cannot listen on 127.0.0.1:{port}: "
+    )
+    assert len(result.stderr.splitlines()) == 1
