@@ -5,6 +5,7 @@ token)."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -66,6 +67,9 @@ def add_dashboard_options(parser: argparse.ArgumentParser) -> None:
         help="leases older than this show as stale, and reclaim takes them "
         f"(default {DEFAULT_LEASE_TIMEOUT_MS})",
     )
+    parser.add_argument(
+        "--json", action="store_true", help="say what is served as one JSON line on stdout"
+    )
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -93,14 +97,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         )
     except OSError as exc:
         raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
-    host = f"[{args.host.strip('[]')}]" if ":" in args.host else args.host
-    url = f"http://{host}:{server.server_address[1]}/"
-    print(f"dashboard of {redact(database_url(args))} at {url}", flush=True)
-    actions = (
-        "actions allowed" if args.allow_actions else "read-only (--allow-actions: act on jobs)"
-    )
-    sign_in = "token required" if args.token else "no token: loopback only"
-    print(f"{actions}; {sign_in}; Ctrl-C stops it", file=sys.stderr, flush=True)
+    _announce(args, server.server_address[1])
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -108,3 +105,20 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     finally:
         server.server_close()
     return 0
+
+
+def _announce(args: argparse.Namespace, port: int) -> None:
+    """The URL served (the database's password redacted), and how."""
+    host = f"[{args.host.strip('[]')}]" if ":" in args.host else args.host
+    url = f"http://{host}:{port}/"
+    database = redact(database_url(args))
+    if args.json:
+        told = {"url": url, "database": database, "allowActions": args.allow_actions}
+        print(json.dumps({**told, "tokenRequired": args.token is not None}), flush=True)
+    else:
+        print(f"dashboard of {database} at {url}", flush=True)
+    actions = (
+        "actions allowed" if args.allow_actions else "read-only (--allow-actions: act on jobs)"
+    )
+    sign_in = "token required" if args.token else "no token: loopback only"
+    print(f"{actions}; {sign_in}; Ctrl-C stops it", file=sys.stderr, flush=True)

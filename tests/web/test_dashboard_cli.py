@@ -3,6 +3,7 @@ without a token, serving on loopback, stopped by Ctrl-C."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -53,7 +54,16 @@ def test_it_serves_until_ctrl_c(tmp_path: Path, url_for: Callable[[str], str]) -
     ok(cli(*target, "init", cwd=tmp_path))
     environment = {k: v for k, v in os.environ.items() if k != URL_ENV}
     server = subprocess.Popen(
-        [sys.executable, "-m", "batchactions_peewee", *target, "dashboard", "--port", "0"],
+        [
+            sys.executable,
+            "-m",
+            "batchactions_peewee",
+            *target,
+            "dashboard",
+            "--port",
+            "0",
+            "--json",
+        ],
         cwd=tmp_path,
         env=environment,
         stdout=subprocess.PIPE,
@@ -62,9 +72,10 @@ def test_it_serves_until_ctrl_c(tmp_path: Path, url_for: Callable[[str], str]) -
     )
     try:
         assert server.stdout is not None
-        line = server.stdout.readline()
-        assert line.startswith("dashboard of sqlite:///") and " at http://127.0.0.1:" in line
-        port = int(line.rstrip().rstrip("/").rpartition(":")[2])
+        told = json.loads(server.stdout.readline())
+        assert told["database"] == target[1] and told["url"].startswith("http://127.0.0.1:")
+        assert (told["allowActions"], told["tokenRequired"]) == (False, False)
+        port = int(told["url"].rstrip("/").rpartition(":")[2])
         assert Client(port).ok("/api/jobs") == []
         assert Client(port).get("/").status == 200
         server.send_signal(signal.SIGINT)
