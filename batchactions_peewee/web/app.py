@@ -37,7 +37,7 @@ _TYPES = {
 }
 _STATIC_NAME = re.compile(r"[a-z0-9_-]+\.(html|js|css|svg)\Z")
 _JOB_VIEWS = ("batches", "failed", "grid", "throughput")
-_PAGES = {"": "index.html", "login": "login.html"}
+_PAGES = {"": "index.html"}
 
 
 def _static_files() -> dict[str, tuple[bytes, str]]:
@@ -121,7 +121,7 @@ class Dashboard:
         if path.startswith("/jobs/") and len(path) > len("/jobs/"):
             return self._page(request, "job.html")
         page = _PAGES.get(path.removeprefix("/"))
-        if page is None or page == "login.html":
+        if page is None:
             raise HttpError(404, f"no page {path}")
         return self._page(request, page)
 
