@@ -564,15 +564,16 @@ class InMemoryStateStore:
         return dict(Counter(row[3] for row in self._rows(job_id, lambda r: True)))
 
     def get_failed_records_page(
-        self, job_id: str, *, after_index: int = -1, limit: int = 500
+        self, job_id: str, *, after_index: int = -1, limit: int = 500, offset: int = 0
     ) -> list[ProcessedRecord]:
         """Up to ``limit`` failed or invalid records whose index is above ``after_index``,
-        by record index."""
+        by record index, the first ``offset`` of them skipped."""
         if after_index != -1:
             check_count(after_index, "after_index")
         check_count(limit, "limit")
+        check_count(offset, "offset")
         rows = self._rows(job_id, lambda r: r[3] in FAILED_RECORD_STATUSES and r[2] > after_index)
-        return [record_from_row(r[2:]) for r in rows[:limit]]
+        return [record_from_row(r[2:]) for r in rows[offset : offset + limit]]
 
     def list_jobs(self, status: JobStatus | str | None = None, limit: int = 100) -> list[JobState]:
         """Jobs, most recently started first (then by id), optionally of one status."""

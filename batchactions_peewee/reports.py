@@ -14,10 +14,10 @@ the time of reading.)
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from .checks import MAX_INT
 from .model import BatchStatus, JobState, JobStatus, RecordStatus
 from .store import PeeweeStateStore
 
@@ -105,11 +105,21 @@ def remembered_code(job: JobState) -> dict[str, str]:
     return {k: v for k, v in code.items() if isinstance(k, str) and isinstance(v, str)}
 
 
-def status_report(store: PeeweeStateStore, job: JobState, lease_timeout_ms: int) -> dict[str, Any]:
+def status_report(
+    store: PeeweeStateStore,
+    job: JobState,
+    lease_timeout_ms: int,
+    *,
+    counts: dict[str, int] | None = None,
+) -> dict[str, Any]:
     """``status --json`` of ``job``: its figures, records and batches by status, and the
-    leases held (stale once older than ``lease_timeout_ms``)."""
+    leases held (stale once older than ``lease_timeout_ms``). ``counts``: the job's record
+    counts by status, when the caller has them already."""
     now = store.now()
-    counts = store.record_counts(job.id)
+    counts = store.record_counts(job.id) if counts is None else counts
+    # Read by status, so that a job of many batches is not read whole (``job.batches``
+    # may be empty: a head from ``get_job_head``).
+    held = store.get_batches_page(job.id, status=BatchStatus.PROCESSING, limit=MAX_INT)
     leases = [
         {
             "workerId": b.worker_id,
@@ -119,8 +129,7 @@ def status_report(store: PeeweeStateStore, job: JobState, lease_timeout_ms: int)
             "heldMs": max(0, now - b.claimed_at) if b.claimed_at is not None else None,
             "stale": b.claimed_at is None or now - b.claimed_at > lease_timeout_ms,
         }
-        for b in job.batches
-        if b.status == BatchStatus.PROCESSING
+        for b in held
     ]
     extra = job.config.model_extra or {}
     return {
@@ -135,7 +144,7 @@ def status_report(store: PeeweeStateStore, job: JobState, lease_timeout_ms: int)
         # A job still being prepared has no total yet: these are the rows written so far.
         "writtenRecords": sum(counts.values()),
         "records": counts,
-        "batches": dict(Counter(b.status.value for b in job.batches)),
+        "batches": store.batch_counts(job.id),
         "leases": leases,
     }
 
@@ -145,20 +154,45 @@ def jobs_report(
 ) -> list[dict[str, Any]]:
     """``jobs --json``: the ``limit`` most recent jobs (of ``status``, if given) with their
     figures; for a job still being prepared, ``writtenRecords`` is the rows written so far."""
-    jobs = store.list_jobs(status=status, limit=limit)
     now = store.now()
-    listed: list[dict[str, Any]] = []
-    for job in jobs:
-        counts = store.record_counts(job.id)
-        listed.append(
-            {
-                "jobId": job.id,
-                "status": job.status.value,
-                "source": (job.config.model_extra or {}).get("source"),
-                **figures_of(job, counts, now).to_json(),
-                "writtenRecords": sum(counts.values()),
-                "startedAt": job.started_at,
-                "completedAt": job.completed_at,
-            }
-        )
-    return listed
+    return [
+        job_summary(job, store.record_counts(job.id), now)
+        for job in store.list_jobs(status=status, limit=limit)
+    ]
+
+
+def job_summary(job: JobState, counts: dict[str, int], now: int) -> dict[str, Any]:
+    """One job of ``jobs --json`` (and the dashboard's ``GET /api/jobs``): its figures from
+    its record counts by status at ``now``."""
+    return {
+        "jobId": job.id,
+        "status": job.status.value,
+        "source": (job.config.model_extra or {}).get("source"),
+        **figures_of(job, counts, now).to_json(),
+        "writtenRecords": sum(counts.values()),
+        "startedAt": job.started_at,
+        "completedAt": job.completed_at,
+    }
+
+
+#: Points of ``throughput`` at most: one per second for jobs of up to this many seconds.
+THROUGHPUT_POINTS = 120
+
+
+def throughput(job: JobState, timeline: list[tuple[int, int]], now: int) -> dict[str, Any]:
+    """Records per second over the job's life, from its finished batches' last lease times
+    (``batch_timeline``): each batch's records count at the time its lease was last taken
+    or renewed, so the curve runs up to a batch early, and reads the same after a reload."""
+    if job.started_at is None:
+        return {"startedAt": None, "bucketMs": None, "points": []}
+    start = job.started_at
+    end = max(start + 1, job.completed_at if job.completed_at is not None else now)
+    bucket = max(1000, -(-(end - start) // THROUGHPUT_POINTS // 1000) * 1000)
+    done = [0] * -(-(end - start) // bucket)
+    for at, records in timeline:
+        done[min(len(done) - 1, max(0, (at - start) // bucket))] += records
+    points = []
+    for k, records in enumerate(done):
+        width = min(bucket, end - (start + k * bucket))  # the last one may be cut short
+        points.append({"at": start + k * bucket, "recordsPerSecond": rate(records, width)})
+    return {"startedAt": start, "bucketMs": bucket, "points": points}

@@ -24,6 +24,7 @@ from .common import (
     URL_ENV,
 )
 from .control_commands import cmd_abort, cmd_delete, cmd_pause, cmd_purge, cmd_resume
+from .dashboard_command import add_dashboard_options, cmd_dashboard
 from .job_commands import cmd_prepare, cmd_run, cmd_work
 from .report_commands import cmd_failed, cmd_jobs, cmd_reclaim, cmd_status
 from .retry_commands import cmd_preview, cmd_retry
@@ -430,6 +431,9 @@ def _report_commands(command: _AddCommand) -> None:
     sub.add_argument("--limit", type=_positive, default=20)
     _watch_options(sub, "until Ctrl-C")
     _json_option(sub, "print JSON (with --watch: one array per line per refresh)")
+
+    sub = command("dashboard", cmd_dashboard, "serve a web page of the jobs, live, and their API")
+    add_dashboard_options(sub)
 
 
 def _table_commands(command: _AddCommand) -> None:

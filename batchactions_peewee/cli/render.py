@@ -1,5 +1,5 @@
-"""How the commands print: JSON, aligned columns, the table of jobs, times and durations, a
-failed record's error text and CSV cells, and the progress bar drawn on stderr."""
+"""How the commands print: JSON, aligned columns, the table of jobs, times and durations,
+and the progress bar drawn on stderr."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from ..model import JobStatus, ProcessedRecord
+from ..model import JobStatus
 from ..reports import Figures
 
 
@@ -96,20 +96,6 @@ def duration(ms: float) -> str:
     minutes, seconds = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
-
-
-def record_error(record: ProcessedRecord) -> str:
-    """A failed or invalid record's errors as one text."""
-    if record.processing_error is not None:
-        return record.processing_error
-    return "; ".join(f"{e.field}: {e.message}" if e.field else e.message for e in record.errors)
-
-
-def cell(value: Any) -> str:
-    """A raw value as a CSV cell: strings as they are, anything else as JSON."""
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def bar(percentage: int, width: int) -> str:

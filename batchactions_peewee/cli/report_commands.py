@@ -6,13 +6,11 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import sys
-from collections.abc import Iterator
 from typing import IO, Any
 
-from ..model import JobStatus, ProcessedRecord
+from ..exports import failed_csv, failed_jsonl
+from ..model import JobStatus
 from ..reports import jobs_report, status_report
 from ..store import PeeweeStateStore
 from .common import (
@@ -23,7 +21,7 @@ from .common import (
     hint,
     open_store,
 )
-from .render import cell, duration, jobs_table, print_json, print_rows, record_error, when
+from .render import duration, jobs_table, print_json, print_rows, when
 from .watch import watch_jobs, watch_requested, watch_status
 
 
@@ -127,33 +125,16 @@ def cmd_failed(args: argparse.Namespace) -> int:
 
 
 def _write_failed_csv(store: PeeweeStateStore, job_id: str, out: IO[str]) -> int:
-    # Two passes, so the header can hold every column any failed record has while the
-    # records themselves are only ever read a page at a time.
-    columns: dict[str, None] = {}
-    for record in failed_records(store, job_id):
-        columns.update(dict.fromkeys(record.raw))
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["recordIndex", "status", "error", *columns])
-    count = 0
-    for record in failed_records(store, job_id):
-        values = [cell(record.raw.get(c)) for c in columns]
-        writer.writerow([record.index, record.status.value, record_error(record), *values])
-        count += 1
-    return count
+    lines = -1  # the header is no record
+    for lines, line in enumerate(failed_csv(store, job_id)):  # noqa: B007
+        out.write(line)
+    return lines
 
 
 def _write_failed_jsonl(store: PeeweeStateStore, job_id: str, out: IO[str]) -> int:
     count = 0
-    for record in failed_records(store, job_id):
-        line = {
-            "recordIndex": record.index,
-            "status": record.status.value,
-            "error": record_error(record),
-            "errors": [e.to_json_dict() for e in record.errors],
-            "processingError": record.processing_error,
-            "raw": record.raw,
-        }
-        out.write(json.dumps(line, ensure_ascii=False) + "\n")
+    for line in failed_jsonl(store, job_id):
+        out.write(line)
         count += 1
     return count
 
@@ -187,16 +168,3 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     if any(j["status"] == JobStatus.CREATED.value for j in listed):
         print(f"\npreparing: the preparation did not finish; `{hint(args, 'status', 'JOB_ID')}`")
     return 0
-
-
-def failed_records(
-    store: PeeweeStateStore, job_id: str, page: int = 500
-) -> Iterator[ProcessedRecord]:
-    """The job's failed and invalid records by index, read a page at a time."""
-    after = -1
-    while True:
-        records = store.get_failed_records_page(job_id, after_index=after, limit=page)
-        yield from records
-        if len(records) < page:
-            return
-        after = records[-1].index

@@ -30,6 +30,7 @@ from ..checks import (
 from ..model import (
     FAILED_RECORD_STATUSES,
     PENDING_RECORD_STATUSES,
+    Batch,
     BatchReservation,
     BatchState,
     BatchStatus,
@@ -46,6 +47,7 @@ from ..model import (
 from ..ports import STOOD_IN_FOR, Completion, WorkerIO, overrides
 from ..rows import completion_rows, job_texts, pending_rows, record_rows
 from . import schema
+from .batch_reads import BatchReads
 from .coordination import Coordination
 from .dialects import Dialect, check_database, dialect_for, unwrap
 from .jobs import Jobs
@@ -72,6 +74,7 @@ class _Parts:
         self.tables: Tables = build_tables(database, prefix, table_settings=settings)
         self.records = Records(self.session, self.tables)
         self.jobs = Jobs(self.session, self.tables, self.records)
+        self.batch_reads = BatchReads(self.session, self.tables)
         self.coordination = Coordination(
             self.session, Statements.for_database(real, prefix), self.jobs, self.records
         )
@@ -396,16 +399,71 @@ class PeeweeStateStore:
         return self._parts.session.read(lambda: records.counts(job_id))
 
     def get_failed_records_page(
-        self, job_id: str, *, after_index: int = -1, limit: int = 500
+        self, job_id: str, *, after_index: int = -1, limit: int = 500, offset: int = 0
     ) -> list[ProcessedRecord]:
         """Up to ``limit`` failed or invalid records whose index is above ``after_index``,
-        by record index: ``get_failed_records`` a page at a time, for jobs too large to
-        read at once."""
+        by record index, the first ``offset`` of them skipped: ``get_failed_records`` a
+        page at a time, for jobs too large to read at once."""
         check_id(job_id, "job id")
         if after_index != -1:
             check_count(after_index, "after_index")
         check_count(limit, "limit")
-        return self._parts.records.failed_page(job_id, after_index, limit)
+        check_count(offset, "offset")
+        return self._parts.records.failed_page(job_id, after_index, limit, offset)
+
+    # -- reads of a job with many batches (reports, the dashboard) ------------------------
+
+    def get_job_head(self, job_id: str) -> JobState | None:
+        """The job without its batches (``batches`` empty), or None: its status, config,
+        counts and times, read without its batch list."""
+        check_id(job_id, "job id")
+        jobs = self._parts.jobs
+        return self._parts.session.read(lambda: jobs.head(job_id))
+
+    def list_job_heads(
+        self, status: JobStatus | str | None = None, limit: int = 100
+    ) -> list[JobState]:
+        """``list_jobs`` without their batches (``batches`` empty)."""
+        check_count(limit, "limit", MAX_BIGINT)
+        wanted = parse_job_status(status) if status is not None else None
+        jobs = self._parts.jobs
+        return self._parts.session.read(lambda: jobs.list_heads(wanted, limit))
+
+    def batch_counts(self, job_id: str) -> dict[str, int]:
+        """The job's batch counts by batch status (those of ``get_job_state(...).batches``)."""
+        check_id(job_id, "job id")
+        reads = self._parts.batch_reads
+        return self._parts.session.read(lambda: reads.counts(job_id))
+
+    def get_batches_page(
+        self,
+        job_id: str,
+        *,
+        offset: int = 0,
+        limit: int = 500,
+        status: BatchStatus | str | None = None,
+    ) -> list[Batch]:
+        """Up to ``limit`` of the job's batches (of ``status`` if given) by index, the
+        first ``offset`` of them skipped; without their records."""
+        check_id(job_id, "job id")
+        check_count(offset, "offset")
+        check_count(limit, "limit")
+        wanted = status_of(BatchStatus, status).value if status is not None else None
+        reads = self._parts.batch_reads
+        return self._parts.session.read(lambda: reads.page(job_id, wanted, offset, limit))
+
+    def batch_statuses(self, job_id: str) -> list[str]:
+        """The status of each of the job's batches, by batch index."""
+        check_id(job_id, "job id")
+        reads = self._parts.batch_reads
+        return self._parts.session.read(lambda: reads.statuses(job_id))
+
+    def batch_timeline(self, job_id: str) -> list[tuple[int, int]]:
+        """(``claimed_at``, processed + failed count) of each COMPLETED or FAILED batch
+        with a ``claimed_at``: its last lease time (claim or renewal) and records done."""
+        check_id(job_id, "job id")
+        reads = self._parts.batch_reads
+        return self._parts.session.read(lambda: reads.timeline(job_id))
 
     # -- the engine's bulk forms (ports.WorkerIO) -----------------------------------------
 

@@ -181,15 +181,27 @@ class Jobs:
         live = self.batches([job_id]).get(job_id) if row.distributed else None
         return _job_from_row(row, live)
 
+    def head(self, job_id: str) -> JobState | None:
+        """The job without its batches (``batches`` empty); the batch list is not read."""
+        J = self.tables.jobs
+        row = J.select(*_head_columns(J)).where(J.id == job_id).first()
+        return None if row is None else _head_from_row(row)
+
     def list_jobs(self, status: JobStatus | None, limit: int) -> list[JobState]:
         """Jobs, most recently started first (then by id), optionally of one status."""
-        J = self.tables.jobs
-        query = J.select().order_by(J.started_at.desc(nulls="LAST"), J.id).limit(limit)
-        if status is not None:
-            query = query.where(J.status == status.value)
-        rows = list(query)
+        rows = list(self._recent(self.tables.jobs.select(), status, limit))
         live = self.batches([r.id for r in rows if r.distributed]) if rows else {}
         return [_job_from_row(r, live.get(r.id)) for r in rows]
+
+    def list_heads(self, status: JobStatus | None, limit: int) -> list[JobState]:
+        """``list_jobs`` without their batches."""
+        J = self.tables.jobs
+        return [_head_from_row(r) for r in self._recent(J.select(*_head_columns(J)), status, limit)]
+
+    def _recent(self, query: Any, status: JobStatus | None, limit: int) -> Any:
+        J = self.tables.jobs
+        query = query.order_by(J.started_at.desc(nulls="LAST"), J.id).limit(limit)
+        return query if status is None else query.where(J.status == status.value)
 
     def batches(self, job_ids: list[str]) -> dict[str, list[Batch]]:
         """The batch rows of ``job_ids``, by job, in batch order."""
@@ -197,19 +209,7 @@ class Jobs:
         found: dict[str, list[Batch]] = {}
         query = B.select().where(B.job_id.in_(job_ids)).order_by(B.job_id, B.batch_index)
         for b in query:
-            found.setdefault(b.job_id, []).append(
-                Batch(
-                    id=b.id,
-                    index=int(b.batch_index),
-                    status=b.status,
-                    processed_count=int(b.processed_count),
-                    failed_count=int(b.failed_count),
-                    worker_id=b.worker_id,
-                    claimed_at=None if b.claimed_at is None else int(b.claimed_at),
-                    record_start_index=int(b.record_start_index),
-                    record_end_index=int(b.record_end_index),
-                )
-            )
+            found.setdefault(b.job_id, []).append(batch_from_row(b))
         return found
 
     def progress(self, job_id: str) -> JobProgress:
@@ -269,17 +269,41 @@ class Jobs:
         return {status: int(n) for status, n in query}
 
 
-def _job_from_row(row: Any, live_batches: list[Batch] | None) -> JobState:
-    batches = (
-        live_batches
-        if live_batches
-        else [Batch.model_validate(b) for b in codec.loads(row.batches) or []]
+def batch_from_row(b: Any) -> Batch:
+    """A ``Batch`` of a batches-table row."""
+    return Batch(
+        id=b.id,
+        index=int(b.batch_index),
+        status=b.status,
+        processed_count=int(b.processed_count),
+        failed_count=int(b.failed_count),
+        worker_id=b.worker_id,
+        claimed_at=None if b.claimed_at is None else int(b.claimed_at),
+        record_start_index=int(b.record_start_index),
+        record_end_index=int(b.record_end_index),
     )
+
+
+def listed_batches(row: Any) -> list[Batch]:
+    """The batches of the job row's JSON list."""
+    return [Batch.model_validate(b) for b in codec.loads(row.batches) or []]
+
+
+def _job_from_row(row: Any, live_batches: list[Batch] | None) -> JobState:
+    return _head_from_row(row, live_batches if live_batches else listed_batches(row))
+
+
+def _head_columns(J: Any) -> list[Any]:
+    # Every column but the batch list, which holds every batch of a distributed job.
+    return [J.id, J.status, J.config, J.total_records, J.started_at, J.completed_at, J.distributed]
+
+
+def _head_from_row(row: Any, batches: Sequence[Batch] = ()) -> JobState:
     return JobState(
         id=row.id,
         config=JobConfig.model_validate(codec.loads(row.config)),
         status=row.status,
-        batches=batches,
+        batches=list(batches),
         total_records=int(row.total_records),
         started_at=None if row.started_at is None else int(row.started_at),
         completed_at=None if row.completed_at is None else int(row.completed_at),

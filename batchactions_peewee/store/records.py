@@ -160,8 +160,11 @@ class Records:
 
         return self.session.run(read)
 
-    def failed_page(self, job_id: str, after: int, limit: int) -> list[ProcessedRecord]:
-        """Up to ``limit`` failed or invalid records with an index above ``after``, in order."""
+    def failed_page(
+        self, job_id: str, after: int, limit: int, offset: int = 0
+    ) -> list[ProcessedRecord]:
+        """Up to ``limit`` failed or invalid records with an index above ``after``, in order,
+        the first ``offset`` skipped."""
         R = self.tables.records
         query: Any = (
             R.select(R.record_index, R.status, R.raw, R.parsed, R.errors, R.processing_error)
@@ -169,6 +172,8 @@ class Records:
             .order_by(R.record_index)
             .limit(limit)
         )
+        if offset:
+            query = query.offset(offset)
         sql, params = query.sql()
         return self.session.run(
             lambda: [record_from_row(r) for r in self.session.rows(sql, params)]
@@ -178,7 +183,7 @@ class Records:
         """The job's record counts by status."""
         R = self.tables.records
         query: Any = (
-            R.select(R.status, pw.fn.COUNT(R.id))
+            R.select(R.status, pw.fn.COUNT(pw.SQL("*")))
             .where(R.job_id == job_id)
             .group_by(R.status)
             .tuples()

@@ -817,6 +817,7 @@ COMMANDS = (
     "purge",
     "retry",
     "preview",
+    "dashboard",
 )
 
 
