@@ -33,8 +33,8 @@ def lose_connection_after_commits(
     left = [times]
 
     @contextlib.contextmanager
-    def write_transaction(self: Dialect) -> Iterator[None]:
-        with original(self):
+    def write_transaction(self: Dialect, lock_first: bool = True) -> Iterator[None]:
+        with original(self, lock_first):
             yield
         if left[0] > 0:
             left[0] -= 1
@@ -190,8 +190,8 @@ def test_server_errors_that_roll_back_are_retried(
     raised = [0]
 
     @contextlib.contextmanager
-    def failing_once(self: Dialect) -> Iterator[None]:
-        with original(self):
+    def failing_once(self: Dialect, lock_first: bool = True) -> Iterator[None]:
+        with original(self, lock_first):
             yield
             if raised[0] == 0:
                 raised[0] += 1
