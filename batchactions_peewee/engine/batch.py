@@ -14,6 +14,7 @@ import pydantic
 
 from ..model import (
     BatchReservation,
+    BatchStatus,
     Processed,
     ProcessedRecord,
     RecordStatus,
@@ -44,6 +45,11 @@ class BatchWork:
     retries: int = 0
     failure: ProcessedRecord | None = None  # the record that failed the batch
     lease_lost: bool = False
+
+    @property
+    def status(self) -> BatchStatus:
+        """The batch's final status: FAILED once a record failed it."""
+        return BatchStatus.COMPLETED if self.failure is None else BatchStatus.FAILED
 
     def add(
         self,

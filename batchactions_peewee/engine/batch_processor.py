@@ -26,7 +26,6 @@ import pydantic
 from ..errors import InvalidInputError, StoreUnavailable
 from ..model import (
     BatchReservation,
-    BatchStatus,
     Processed,
     ProcessedRecord,
     RecordStatus,
@@ -265,7 +264,7 @@ class BatchProcessing:
         settled = self._settled(ready, self._call(ready, context), attempt)
         done = self._with(work, settled, attempt)
         produced.append((done, settled))
-        return Completion(_status(done), done.processed, done.failed, done.done, done.records)
+        return Completion(done.status, done.processed, done.failed, done.done, done.records)
 
     # -- the steps ------------------------------------------------------------------------
 
@@ -388,7 +387,7 @@ class BatchProcessing:
         _report(res, settled, on_failed)
         written = io._complete_batch_processed(
             res,
-            status=_status(done),
+            status=done.status,
             processed_count=done.processed,
             failed_count=done.failed,
             processed=done.done,
@@ -403,10 +402,6 @@ def _report(res: BatchReservation, settled: list[Settled], on_failed: OnFailed) 
     for item in settled:
         if isinstance(item, ProcessedRecord) and item.status == RecordStatus.FAILED:
             on_failed(res, item)
-
-
-def _status(work: BatchWork) -> BatchStatus:
-    return BatchStatus.COMPLETED if work.failure is None else BatchStatus.FAILED
 
 
 def _failed_with(

@@ -28,7 +28,6 @@ from ..checks import check_id, check_worker_id
 from ..errors import InvalidInputError, InvalidValueError, JobNotFoundError, StoreUnavailable
 from ..model import (
     BatchReservation,
-    BatchStatus,
     ClaimFailureReason,
     JobStatus,
     ProcessedRecord,
@@ -586,10 +585,9 @@ class Worker:
         return worker_io(self.store)._get_batch_raw(res.job_id, res.batch_id)
 
     def _complete(self, res: BatchReservation, work: BatchWork) -> bool:
-        status = BatchStatus.COMPLETED if work.failure is None else BatchStatus.FAILED
         return worker_io(self.store)._complete_batch_processed(
             res,
-            status=status,
+            status=work.status,
             processed_count=work.processed,
             failed_count=work.failed,
             processed=work.done,
