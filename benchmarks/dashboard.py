@@ -172,8 +172,9 @@ def main() -> int:
     parser.add_argument("--rebuild", action="store_true")
     args = parser.parse_args()
     url = f"sqlite:///{args.db}"
+    fresh = not args.db.exists()  # connecting makes the file
     store = PeeweeStateStore(open_database(url))
-    if args.rebuild or not args.db.exists() or store.get_job_state(JOB_ID) is None:
+    if args.rebuild or fresh or store.get_job_state(JOB_ID) is None:
         build(store)
     # As the dashboard command serves it.
     server = make_server("127.0.0.1", 0, connected(make_wsgi_app(store), store.database))
