@@ -42,6 +42,7 @@ from .engine import (
 )
 from .errors import BatchActionsError
 from .memory import InMemoryStateStore
+from .metrics import metrics_text
 from .model import (
     Batch,
     BatchReservation,
@@ -102,6 +103,7 @@ __all__ = [
     "WorkerEvent",
     "WorkerSummary",
     "is_distributed_state_store",
+    "metrics_text",
     "prepare_job",
     "prepare_retry_job",
     "preview_records",

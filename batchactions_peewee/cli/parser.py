@@ -24,7 +24,12 @@ from .common import (
     URL_ENV,
 )
 from .control_commands import cmd_abort, cmd_delete, cmd_pause, cmd_purge, cmd_resume
-from .dashboard_command import add_dashboard_options, cmd_dashboard
+from .dashboard_command import (
+    add_dashboard_options,
+    add_metrics_options,
+    cmd_dashboard,
+    cmd_metrics,
+)
 from .job_commands import cmd_prepare, cmd_run, cmd_work
 from .report_commands import cmd_failed, cmd_jobs, cmd_reclaim, cmd_status
 from .retry_commands import cmd_preview, cmd_retry
@@ -434,6 +439,8 @@ def _report_commands(command: _AddCommand) -> None:
 
     sub = command("dashboard", cmd_dashboard, "serve a web page of the jobs, live, and their API")
     add_dashboard_options(sub)
+    sub = command("metrics", cmd_metrics, "serve the jobs' Prometheus metrics at /metrics")
+    add_metrics_options(sub)
 
 
 def _table_commands(command: _AddCommand) -> None:

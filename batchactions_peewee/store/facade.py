@@ -429,6 +429,11 @@ class PeeweeStateStore:
         jobs = self._parts.jobs
         return self._parts.session.read(lambda: jobs.list_heads(wanted, limit))
 
+    def job_counts(self) -> dict[str, int]:
+        """How many jobs the store holds of each status (statuses with none left out)."""
+        jobs = self._parts.jobs
+        return self._parts.session.read(jobs.status_counts)
+
     def batch_counts(self, job_id: str) -> dict[str, int]:
         """The job's batch counts by batch status (those of ``get_job_state(...).batches``)."""
         check_id(job_id, "job id")

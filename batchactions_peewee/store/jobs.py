@@ -198,6 +198,12 @@ class Jobs:
         J = self.tables.jobs
         return [_head_from_row(r) for r in self._recent(J.select(*_head_columns(J)), status, limit)]
 
+    def status_counts(self) -> dict[str, int]:
+        """How many jobs there are of each status."""
+        J = self.tables.jobs
+        query: Any = J.select(J.status, pw.fn.COUNT(J.id)).group_by(J.status).tuples()
+        return {str(status): int(n) for status, n in query}
+
     def _recent(self, query: Any, status: JobStatus | None, limit: int) -> Any:
         J = self.tables.jobs
         query = query.order_by(J.started_at.desc(nulls="LAST"), J.id).limit(limit)

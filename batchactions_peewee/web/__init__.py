@@ -25,11 +25,29 @@ def make_wsgi_app(
     with the page's CSRF token); otherwise those answer 403. ``token``, when given, must
     come with every request, as ``Authorization: Bearer TOKEN`` or through the login
     form's cookie (401 otherwise). Leases older than ``lease_timeout_ms`` show as stale,
-    and ``reclaim`` gives them back.
+    and ``reclaim`` gives them back. ``GET /metrics`` answers ``metrics_text(store)``.
     """
     return Dashboard(
         store, allow_actions=allow_actions, token=token, lease_timeout_ms=lease_timeout_ms
     )
 
 
-__all__ = ["Dashboard", "make_wsgi_app"]
+def make_metrics_app(
+    store: PeeweeStateStore,
+    *,
+    token: str | None = None,
+    lease_timeout_ms: int = DEFAULT_LEASE_TIMEOUT_MS,
+) -> Dashboard:
+    """A WSGI application answering only ``GET /metrics`` (``metrics_text(store)``), with
+    the dashboard's token rule: when ``token`` is given, ``Authorization: Bearer TOKEN``
+    (401 otherwise)."""
+    return Dashboard(
+        store,
+        allow_actions=False,
+        token=token,
+        lease_timeout_ms=lease_timeout_ms,
+        metrics_only=True,
+    )
+
+
+__all__ = ["Dashboard", "make_metrics_app", "make_wsgi_app"]

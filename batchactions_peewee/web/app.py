@@ -12,6 +12,7 @@ from typing import Any
 
 from ..checks import check_id
 from ..errors import InvalidInputError, JobNotFoundError, StoreUnavailable
+from ..metrics import metrics_text
 from ..store import PeeweeStateStore
 from .api import ACTIONS, Api
 from .auth import SESSION_COOKIE, Guard
@@ -60,8 +61,10 @@ class Dashboard:
         allow_actions: bool,
         token: str | None,
         lease_timeout_ms: int,
+        metrics_only: bool = False,
     ) -> None:
         self.store = store
+        self.metrics_only = metrics_only
         self.allow_actions = allow_actions
         self.lease_timeout_ms = lease_timeout_ms
         self.guard = Guard(token)
@@ -104,12 +107,14 @@ class Dashboard:
 
     def _route(self, request: Request) -> Response:
         path = request.path
+        if self.metrics_only and path != "/metrics":
+            raise HttpError(404, f"no route {path}: this server answers /metrics only")
         if path.startswith("/static/"):
             return self._static(request, path.removeprefix("/static/"))
         if path == "/login":
             return self._login(request)
         if not self.guard.signed_in(request):
-            if path.startswith("/api/"):
+            if path.startswith("/api/") or path == "/metrics":
                 raise HttpError(
                     401,
                     "sign in: send Authorization: Bearer TOKEN",
@@ -118,6 +123,12 @@ class Dashboard:
             return redirect(_root(request) + "/login")
         if path.startswith("/api/"):
             return self._api(request, path.removeprefix("/api/"))
+        if path == "/metrics":
+            _method(request, "GET")
+            request.only()
+            return _metrics_response(
+                metrics_text(self.store, lease_timeout_ms=self.lease_timeout_ms)
+            )
         if path.startswith("/jobs/") and len(path) > len("/jobs/"):
             return self._page(request, "job.html")
         page = _PAGES.get(path.removeprefix("/"))
@@ -187,6 +198,12 @@ class Dashboard:
         path = _root(request) + "/"
         cookie = f"{SESSION_COOKIE}={session}; Path={path}; HttpOnly; SameSite=Strict{secure}"
         return redirect("./", [("Set-Cookie", cookie)])
+
+
+def _metrics_response(text: str) -> Response:
+    body = text.encode("utf-8")
+    headers = [("Cache-Control", "no-store"), ("Content-Length", str(len(body)))]
+    return Response(200, [body], "text/plain; version=0.0.4; charset=utf-8", headers)
 
 
 def _method(request: Request, allowed: str) -> None:
