@@ -187,8 +187,8 @@ def test_a_second_signal_stops_at_once(
     finally:
         run.kill()
     assert run.returncode == code
-    for pid, _ in _marks(tmp_path, "started"):
-        _wait_for(lambda pid=pid: not _alive(pid), "the workers to end")
+    workers_pids = {pid for pid, _ in _marks(tmp_path, "started")}
+    _wait_for(lambda: not any(_alive(pid) for pid in workers_pids), "the workers to end")
 
 
 def test_worker_id_names_the_workers(tmp_path: Path, sqlite_target: Target) -> None:
