@@ -232,13 +232,13 @@ def _work(args: argparse.Namespace, store: PeeweeStateStore, job_id: str, worker
     bar = progress_bar(args)
     job = store.get_job_state(job_id)
 
-    def stopping() -> None:
+    def stopping(signum: int) -> None:
         bar.close()
-        print(
-            f"{PROG}: stopping after the record in hand on SIGTERM, after the batches in hand "
-            "on Ctrl-C (again to stop at once)",
-            file=sys.stderr,
-        )
+        if signum == signal.SIGTERM:
+            what = "SIGTERM: stopping after the records in hand (SIGTERM again to stop at once)"
+        else:
+            what = "stopping after the batches in hand (Ctrl-C again to abort)"
+        print(f"{PROG}: {what}", file=sys.stderr)
 
     started = time.monotonic()
     outcomes: list[WorkerOutcome] = []

@@ -51,6 +51,10 @@ def _nothing() -> None:
     """The default hook: does nothing."""
 
 
+def _told(signum: int) -> None:
+    """The default of ``run_workers``' ``on_interrupt``: does nothing."""
+
+
 def _describe(exc: Exception) -> str:
     """The default error text of a worker: the error's type and first line."""
     lines = str(exc).strip().splitlines() or [type(exc).__name__]
@@ -143,7 +147,12 @@ class _Tally:
 
 
 def _worker_process(
-    number: int, settings: WorkerSettings, events: _StopEvents, results: Any, worker_id: str | None
+    number: int,
+    settings: WorkerSettings,
+    events: _StopEvents,
+    results: Any,
+    worker_id: str | None,
+    parent: int,
 ) -> None:  # pragma: no cover - runs in a spawned process
     # Ctrl-C goes to the parent, which asks every worker to stop after its batch in hand.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -159,7 +168,7 @@ def _worker_process(
         mine.set()
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    die_with_parent(orphaned)
+    die_with_parent(parent, orphaned)
     settings.setup()
     _report(number, settings, _StopEvents(events.stop, events.drain, mine), results, worker_id)
 
@@ -259,7 +268,7 @@ def run_workers(
     count: int,
     *,
     poll: Callable[[], object] = _nothing,
-    on_interrupt: Callable[[], object] = _nothing,
+    on_interrupt: Callable[[int], object] = _told,
     name: str = "batchactions",
 ) -> tuple[list[WorkerOutcome], Interruption | None]:
     """Run ``count`` workers until the job is done, calling ``poll`` every ``POLL_S``
@@ -267,9 +276,9 @@ def run_workers(
     (each with its own store, named ``{name}-worker-{n}``), which end when this process
     dies. Returns their outcomes by number and how the run was interrupted, if it was:
     the first Ctrl-C asks the workers to stop after the batch in hand, the first SIGTERM
-    after the record in hand (the batch given back); either calls ``on_interrupt``. A
-    second signal of either kind ends the workers at once. Raises InvalidValueError for a
-    ``settings.worker_id`` that cannot name ``count`` workers."""
+    after the record in hand (the batch given back); either calls ``on_interrupt(signum)``.
+    A second signal of either kind ends the workers at once. Raises InvalidIdentifierError
+    for a ``settings.worker_id`` that cannot name ``count`` workers."""
     worker_ids = pool_worker_ids(settings.worker_id, count)
     members, events, results = _start(settings, count, worker_ids, name)
     outcomes: dict[int, WorkerOutcome] = {}
@@ -282,7 +291,7 @@ def run_workers(
             if signum == signal.SIGTERM:
                 events.drain.set()
             events.stop.set()
-            on_interrupt()
+            on_interrupt(signum)
         elif interruption.second is None:
             interruption = Interruption(interruption.first, signum)
             if members and isinstance(
@@ -327,7 +336,7 @@ def _start(
         members = [
             context.Process(
                 target=_worker_process,
-                args=(n, settings, events, results, worker_ids[n - 1]),
+                args=(n, settings, events, results, worker_ids[n - 1], os.getpid()),
                 name=f"{name}-worker-{n}",
             )
             for n in range(1, count + 1)

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -44,7 +45,7 @@ def drain(worker: Worker) -> None:
 
 def pool_worker_ids(worker_id: str | None, count: int) -> list[str | None]:
     """The ids of ``count`` workers named ``worker_id``: itself for one, ``ID-1`` ..
-    ``ID-N`` for more; None (each picks its own) without one. Raises InvalidValueError
+    ``ID-N`` for more; None (each picks its own) without one. Raises InvalidIdentifierError
     for an id that is empty or, derived, longer than 128 characters."""
     if worker_id is None:
         return [None] * count
@@ -71,20 +72,17 @@ class SignalRelay:
             signal.signal(signum, handler)
 
 
-def die_with_parent(on_orphaned: Callable[[], object]) -> None:
-    """In a worker child: be sent SIGTERM when the parent dies (Linux), and call
-    ``on_orphaned`` from a watching thread once the parent's pid changes (everywhere:
-    also covers a parent that died before ``prctl`` took effect)."""
-    parent = os.getppid()
+def die_with_parent(parent: int, on_orphaned: Callable[[], object]) -> None:
+    """In a worker child of process ``parent``: be sent SIGTERM when it dies (Linux), and
+    call ``on_orphaned`` from a watching thread once the parent's pid is another (on every
+    system; this also covers a parent that died before ``prctl`` took effect)."""
     _set_pdeathsig(signal.SIGTERM)
 
     def watch() -> None:
-        stopped = threading.Event()
-        while not stopped.wait(PARENT_POLL_S):
-            if os.getppid() != parent:
-                logger.warning("the parent process %d is gone; the worker stops", parent)
-                on_orphaned()
-                return
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        logger.warning("the parent process %d is gone; the worker stops", parent)
+        on_orphaned()
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
