@@ -216,24 +216,29 @@ def _run_worker(
             on_event=tally,
             concurrency=settings.concurrency,
         )
-        threading.Thread(target=_stop_when_asked, args=(worker, events), daemon=True).start()
-        return worker.run(
-            settings.job_id,
-            max_batches=settings.max_batches,
-            max_duration_ms=settings.max_duration_ms,
-        )
+        finished = threading.Event()
+        watch = threading.Thread(target=_stop_when_asked, args=(worker, events, finished))
+        watch.start()
+        try:
+            return worker.run(
+                settings.job_id,
+                max_batches=settings.max_batches,
+                max_duration_ms=settings.max_duration_ms,
+            )
+        finally:
+            finished.set()
+            watch.join()
 
 
-def _stop_when_asked(worker: Worker, events: _StopEvents) -> None:
+def _stop_when_asked(worker: Worker, events: _StopEvents, finished: threading.Event) -> None:
     stopped = False
-    while True:
+    while not finished.wait(STOP_POLL_S):
         if events.drain.is_set() or (events.mine is not None and events.mine.is_set()):
             drain(worker)
             return
         if events.stop.is_set() and not stopped:
             worker.stop()
             stopped = True
-        time.sleep(STOP_POLL_S)
 
 
 @dataclasses.dataclass(frozen=True)
