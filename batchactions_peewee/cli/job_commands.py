@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ import peewee as pw
 import pydantic
 
 from ..engine import prepare_job
-from ..engine.pool import WorkerOutcome, run_workers
+from ..engine.pool import POLL_S, Interruption, WorkerOutcome, run_workers
 from ..engine.sources import detect_format, open_source
 from ..errors import BatchActionsError, JobExistsError
 from ..model import JobState, JobStatus
@@ -141,7 +142,8 @@ def _nothing_to_do(args: argparse.Namespace, job: JobState) -> tuple[str, int] |
         retry = hint(args, "retry", job.id)
         return f"job {job.id} FAILED: nothing to do (its failed records again: `{retry}`)", 1
     if status == JobStatus.ABORTED:
-        return f"job {job.id} was aborted: nothing to do", 1
+        aborted = EXIT_ABORTED if getattr(args, "until_done", False) else 1
+        return f"job {job.id} was aborted: nothing to do", aborted
     if status == JobStatus.CREATED:
         return (
             f"job {job.id} is still being prepared, or its preparation was stopped: "
@@ -218,21 +220,36 @@ def _prepare(args: argparse.Namespace, store: PeeweeStateStore, bar: ProgressBar
 # -- work ------------------------------------------------------------------------------------
 
 
+#: ``work --until-done``'s exit code for a job that was aborted.
+EXIT_ABORTED = 3
+
+
 def _work(args: argparse.Namespace, store: PeeweeStateStore, job_id: str, workers: int) -> int:
+    until_done = getattr(args, "until_done", False)
+    if until_done and (args.max_batches or args.max_duration):
+        raise usage_error("--until-done excludes --max-batches and --max-duration")
     settings = worker_settings(args, job_id)
     bar = progress_bar(args)
     job = store.get_job_state(job_id)
 
-    def stopping() -> None:
+    def stopping(signum: int) -> None:
         bar.close()
-        print(
-            f"{PROG}: stopping after the batches in hand (Ctrl-C again to abort)", file=sys.stderr
-        )
+        if signum == signal.SIGTERM:
+            what = "SIGTERM: stopping after the records in hand (SIGTERM again to stop at once)"
+        else:
+            what = "stopping after the batches in hand (Ctrl-C again to abort)"
+        print(f"{PROG}: {what}", file=sys.stderr)
 
     started = time.monotonic()
-    outcomes, interrupted = run_workers(
-        settings, workers, poll=lambda: _draw(bar, store, job), on_interrupt=stopping, name=PROG
-    )
+    outcomes: list[WorkerOutcome] = []
+    while True:
+        ran, interruption = run_workers(
+            settings, workers, poll=lambda: _draw(bar, store, job), on_interrupt=stopping, name=PROG
+        )
+        outcomes += ran
+        if not until_done or interruption or any(o.error for o in ran) or _terminal(store, job_id):
+            break
+        time.sleep(POLL_S)  # the job is not over yet (say, a batch went stale): again
     _draw(bar, store, job)
     bar.close()
     elapsed_ms = int((time.monotonic() - started) * 1000)
@@ -241,11 +258,35 @@ def _work(args: argparse.Namespace, store: PeeweeStateStore, job_id: str, worker
         print_json(report)
     else:
         _print_run_report(args, report)
-    if interrupted:
-        print(f"{PROG}: interrupted; resume with `{_work_hint(args, job_id)}`", file=sys.stderr)
-        return 130
+    if interruption is not None:
+        return _interrupted(args, job_id, interruption)
+    return _exit_code(args, job_id, report, outcomes)
+
+
+def _terminal(store: PeeweeStateStore, job_id: str) -> bool:
+    job = store.get_job_state(job_id)
+    return job is None or job.status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.ABORTED)
+
+
+def _interrupted(args: argparse.Namespace, job_id: str, interruption: Interruption) -> int:
+    """The exit code of a run stopped by a signal: 0 for one SIGTERM (the batches in hand
+    were given back or written), 130 for Ctrl-C, 128 + a second signal's number."""
+    if interruption.second is not None:
+        print(f"{PROG}: stopped at once; resume with `{_work_hint(args, job_id)}`", file=sys.stderr)
+        return 128 + interruption.second
+    if interruption.first == signal.SIGTERM:
+        print(f"{PROG}: stopped on SIGTERM; the batches in hand were given back", file=sys.stderr)
+        return 0
+    print(f"{PROG}: interrupted; resume with `{_work_hint(args, job_id)}`", file=sys.stderr)
+    return 130
+
+
+def _exit_code(
+    args: argparse.Namespace, job_id: str, report: dict[str, Any], outcomes: list[WorkerOutcome]
+) -> int:
     stopped = {o.summary.get("stopped") for o in outcomes if o.summary}
-    if "aborted" in stopped:
+    aborted = "aborted" in stopped or report["status"] == JobStatus.ABORTED.value
+    if aborted:
         print(f"{PROG}: job {job_id} was aborted", file=sys.stderr)
     elif "limit" in stopped and report["status"] == JobStatus.PROCESSING.value:
         print(
@@ -256,7 +297,9 @@ def _work(args: argparse.Namespace, store: PeeweeStateStore, job_id: str, worker
         if outcome.error:
             print(f"{PROG}: error: worker {outcome.number}: {outcome.error}", file=sys.stderr)
     failed = any(o.error for o in outcomes) or report["status"] == JobStatus.FAILED.value
-    return 1 if failed else 0
+    if failed:
+        return 1
+    return EXIT_ABORTED if aborted and getattr(args, "until_done", False) else 0
 
 
 #: Worker options a resume hint repeats when they differ from ``work``'s defaults.

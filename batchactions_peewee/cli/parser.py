@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from .. import __version__
-from ..checks import check_id, check_table_prefix
+from ..checks import check_id, check_table_prefix, check_worker_id
 from ..engine.sources import FORMATS, check_encoding
 from ..errors import InvalidInputError
 from ..model import JobStatus
@@ -35,6 +35,7 @@ from .report_commands import cmd_failed, cmd_jobs, cmd_reclaim, cmd_status
 from .retry_commands import cmd_preview, cmd_retry
 from .schema_commands import cmd_init, cmd_migrate, cmd_sql
 from .watch import DEFAULT_INTERVAL_S
+from .worker_setup import WORKER_ID_ENV
 
 
 def _whole_number(minimum: int, too_small: str) -> Callable[[str], int]:
@@ -80,6 +81,13 @@ def _duration_ms(text: str) -> int:
 def _job_id(text: str) -> str:
     try:
         return check_id(text, "job id")
+    except InvalidInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _worker_id(text: str) -> str:
+    try:
+        return check_worker_id(text)
     except InvalidInputError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -274,6 +282,14 @@ def _worker_options(parser: argparse.ArgumentParser, default_workers: int) -> No
         action="store_true",
         help="a failed or invalid record fails its batch and the job",
     )
+    parser.add_argument(
+        "--worker-id",
+        metavar="ID",
+        type=_worker_id,
+        default=os.environ.get(WORKER_ID_ENV) or None,
+        help=f"the worker's name, e.g. a pod's, at most 128 characters (default ${WORKER_ID_ENV}, "
+        "else host-pid-random); with --workers N the workers are ID-1 .. ID-N",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -363,6 +379,12 @@ def _job_commands(command: _AddCommand) -> None:
         metavar="MS",
         type=_positive,
         help="each worker stops at the first batch boundary after MS milliseconds",
+    )
+    sub.add_argument(
+        "--until-done",
+        action="store_true",
+        help="exit only once the job is COMPLETED (0) or FAILED (1), waiting while other "
+        "workers hold batches; 3 if it is aborted (for a Kubernetes Job)",
     )
     _json_option(sub)
 

@@ -14,6 +14,8 @@ import pydantic
 
 from ..engine.pool import WorkerSettings
 from ..engine.sources import with_source_errors
+from ..engine.supervision import pool_worker_ids
+from ..errors import InvalidInputError
 from ..store import PeeweeStateStore
 from .common import (
     CliError,
@@ -29,6 +31,9 @@ from .common import (
     table_prefix,
     usage_error,
 )
+
+#: The environment variable that gives ``--worker-id`` (a pod's name, say).
+WORKER_ID_ENV = "BATCHACTIONS_WORKER_ID"
 
 
 @contextlib.contextmanager
@@ -73,6 +78,11 @@ def check_code(args: argparse.Namespace) -> None:
 def worker_settings(args: argparse.Namespace, job_id: str) -> WorkerSettings:
     """What the worker processes of ``run`` and ``work`` get, once the code is checked."""
     check_code(args)
+    worker_id = getattr(args, "worker_id", None)
+    try:
+        pool_worker_ids(worker_id, args.workers)
+    except InvalidInputError as exc:
+        raise usage_error(f"--worker-id: {exc} (with --workers {args.workers})") from None
     url = database_url(args)
     return WorkerSettings(
         job_id=job_id,
@@ -94,4 +104,5 @@ def worker_settings(args: argparse.Namespace, job_id: str) -> WorkerSettings:
         max_batches=getattr(args, "max_batches", None),
         max_duration_ms=getattr(args, "max_duration", None),
         concurrency=args.concurrency,
+        worker_id=worker_id,
     )
