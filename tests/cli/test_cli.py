@@ -818,6 +818,7 @@ COMMANDS = (
     "retry",
     "preview",
     "dashboard",
+    "metrics",
 )
 
 
