@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from batchactions_peewee import PeeweeStateStore, ProcessingContext, Worker, prepare_job
+from batchactions_peewee.cli import URL_ENV
 from batchactions_peewee.web.server import WsgiApp, make_server
 
 #: Text that would run if a page parsed it as HTML.
@@ -108,3 +112,19 @@ def running_job(store: PeeweeStateStore) -> str:
     Worker(store, _refuse, schema=Contact).run(job_id, max_batches=3)
     assert store.claim_batch(job_id, GONE_WORKER).claimed
     return job_id
+
+
+def start_server(cwd: Any, *arguments: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """``batchactions-peewee ARGUMENTS --json`` (a serving command) started in ``cwd``
+    without the database URL variable, and the JSON line it announces itself with."""
+    environment = {k: v for k, v in os.environ.items() if k != URL_ENV}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "batchactions_peewee", *arguments, "--json"],
+        cwd=cwd,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None
+    return server, json.loads(server.stdout.readline())

@@ -3,22 +3,16 @@ without a token, serving on loopback, stopped by Ctrl-C."""
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from batchactions_peewee.cli import URL_ENV
-
 from ..support.cli import cli, ok
 from ..support.stores import new_prefix
-from .support import Client
+from .support import Client, start_server
 
 
 @pytest.mark.parametrize(
@@ -52,27 +46,8 @@ def test_bad_options_are_usage_errors(tmp_path: Path) -> None:
 def test_it_serves_until_ctrl_c(tmp_path: Path, url_for: Callable[[str], str]) -> None:
     target = ["--database", url_for("sqlite"), "--table-prefix", new_prefix()]
     ok(cli(*target, "init", cwd=tmp_path))
-    environment = {k: v for k, v in os.environ.items() if k != URL_ENV}
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "batchactions_peewee",
-            *target,
-            "dashboard",
-            "--port",
-            "0",
-            "--json",
-        ],
-        cwd=tmp_path,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    server, told = start_server(tmp_path, *target, "dashboard", "--port", "0")
     try:
-        assert server.stdout is not None
-        told = json.loads(server.stdout.readline())
         assert told["database"] == target[1] and told["url"].startswith("http://127.0.0.1:")
         assert (told["allowActions"], told["tokenRequired"]) == (False, False)
         port = int(told["url"].rstrip("/").rpartition(":")[2])

@@ -3,11 +3,7 @@
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,13 +11,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from batchactions_peewee import JobStatus, PeeweeStateStore, Worker, metrics_text, prepare_job
-from batchactions_peewee.cli import URL_ENV
 from batchactions_peewee.errors import InvalidInputError
 
 from ..support.cli import cli, ok
 from ..support.stores import new_prefix
 from .conftest import Serve
-from .support import GONE_WORKER, Client
+from .support import GONE_WORKER, Client, start_server
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -116,19 +111,9 @@ def test_the_metrics_command_serves_only_metrics(
 ) -> None:
     target = ["--database", url_for("sqlite"), "--table-prefix", new_prefix()]
     ok(cli(*target, "init", cwd=tmp_path))
-    environment = {k: v for k, v in os.environ.items() if k != URL_ENV}
-    command = [sys.executable, "-m", "batchactions_peewee", *target, "metrics"]
-    server = subprocess.Popen(
-        [*command, "--port", "0", "--token", "t0ken", "--json"],
-        cwd=tmp_path,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    command = [*target, "metrics", "--port", "0", "--token", "t0ken"]
+    server, told = start_server(tmp_path, *command)
     try:
-        assert server.stdout is not None
-        told = json.loads(server.stdout.readline())
         assert told["url"].startswith("http://127.0.0.1:") and told["url"].endswith("/metrics")
         assert told["tokenRequired"] is True
         port = int(told["url"].removesuffix("/metrics").rpartition(":")[2])
