@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from .errors import InvalidInputError
 from .model import BatchStatus, JobState, JobStatus
-from .reports import figures_of
+from .reports import figures_of, lease_is_stale
 from .store import PeeweeStateStore
 
 #: Non-terminal jobs of each status described one by one, at most.
@@ -86,11 +86,13 @@ def metrics_text(
             batches.add(
                 by_status.get(batch_status.value, 0), job_id=job.id, status=batch_status.value
             )
-        ages = _lease_ages_ms(store, job, now)
-        held.add(len(ages), job_id=job.id)
-        known = [age for age in ages if age is not None]
-        stale.add(len(ages) - sum(age <= lease_timeout_ms for age in known), job_id=job.id)
-        oldest.add(max(known, default=0) / 1000, job_id=job.id)
+        leases = store.get_batches_page(job.id, status=BatchStatus.PROCESSING, limit=MAX_LEASES)
+        held.add(len(leases), job_id=job.id)
+        stale.add(
+            sum(lease_is_stale(b.claimed_at, now, lease_timeout_ms) for b in leases), job_id=job.id
+        )
+        ages = [max(0, now - b.claimed_at) for b in leases if b.claimed_at is not None]
+        oldest.add(max(ages, default=0) / 1000, job_id=job.id)
         if job.status is JobStatus.PROCESSING:
             speed.add(figures.records_per_second or 0.0, job_id=job.id)
     families = (jobs, records, batches, held, stale, oldest, speed)
@@ -100,13 +102,6 @@ def metrics_text(
 def _live_jobs(store: PeeweeStateStore) -> Iterable[JobState]:
     for status in _LIVE:
         yield from store.list_job_heads(status, limit=MAX_JOBS)
-
-
-def _lease_ages_ms(store: PeeweeStateStore, job: JobState, now: int) -> list[int | None]:
-    """How old each lease on the job's PROCESSING batches is; None for a batch without a
-    claim time (stale, as the dashboard marks it, but of no known age)."""
-    held = store.get_batches_page(job.id, status=BatchStatus.PROCESSING, limit=MAX_LEASES)
-    return [None if b.claimed_at is None else max(0, now - b.claimed_at) for b in held]
 
 
 def _labels(labels: dict[str, str]) -> str:

@@ -73,6 +73,12 @@ class Figures:
         }
 
 
+def lease_is_stale(claimed_at: int | None, now: int, lease_timeout_ms: int) -> bool:
+    """A lease older than ``lease_timeout_ms`` at ``now``, or without a claim time, is
+    stale: its worker may be gone, and ``reclaim`` takes it."""
+    return claimed_at is None or now - claimed_at > lease_timeout_ms
+
+
 def rate(records: int, elapsed_ms: int) -> float | None:
     """Records per second to one decimal; None when no time has passed."""
     return round(records / (elapsed_ms / 1000), 1) if elapsed_ms else None
@@ -127,7 +133,7 @@ def status_report(
             "batchId": b.id,
             "claimedAt": b.claimed_at,
             "heldMs": max(0, now - b.claimed_at) if b.claimed_at is not None else None,
-            "stale": b.claimed_at is None or now - b.claimed_at > lease_timeout_ms,
+            "stale": lease_is_stale(b.claimed_at, now, lease_timeout_ms),
         }
         for b in held
     ]
