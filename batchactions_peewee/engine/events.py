@@ -43,7 +43,8 @@ class BatchResult:
     ``retries`` counts processor retries, ``lease_lost`` says the batch was given up because
     another worker may own it, ``finalized`` that this call finalized the job, ``reason``
     why nothing was claimed, and ``aborted`` that the job was aborted while the batch was
-    in hand (it was given back, nothing written).
+    in hand (it was given back, nothing written). ``given_back`` says ``Worker.drain``
+    (SIGTERM) stopped the worker with the batch in hand: it was released, nothing written.
     """
 
     claimed: bool
@@ -58,6 +59,7 @@ class BatchResult:
     finalized: bool = False
     reason: ClaimFailureReason | None = None
     aborted: bool = False
+    given_back: bool = False
 
 
 @dataclass(frozen=True, slots=True)

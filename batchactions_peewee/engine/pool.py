@@ -38,7 +38,7 @@ from .events import (
     WorkerEvent,
     WorkerSummary,
 )
-from .supervision import EXIT_SIGTERM, SignalRelay, die_with_parent, drain, pool_worker_ids
+from .supervision import EXIT_SIGTERM, SignalRelay, die_with_parent, pool_worker_ids
 from .worker import Worker
 
 POLL_S = 0.5
@@ -232,9 +232,14 @@ def _run_worker(
 
 def _stop_when_asked(worker: Worker, events: _StopEvents, finished: threading.Event) -> None:
     stopped = False
-    while not finished.wait(STOP_POLL_S):
+    # Waiting on the drain event itself: a SIGTERM takes effect at once, not a poll later
+    # (records a few milliseconds long would go on being processed meanwhile).
+    while not finished.is_set():
+        events.drain.wait(STOP_POLL_S)
+        if finished.is_set():
+            return
         if events.drain.is_set() or (events.mine is not None and events.mine.is_set()):
-            drain(worker)
+            worker.drain()
             return
         if events.stop.is_set() and not stopped:
             worker.stop()
