@@ -222,6 +222,9 @@ def _prepare(args: argparse.Namespace, store: PeeweeStateStore, bar: ProgressBar
 
 #: ``work --until-done``'s exit code for a job that was aborted.
 EXIT_ABORTED = 3
+#: ``work --until-done``'s exit code when one SIGTERM stopped it before the job was over
+#: (EX_TEMPFAIL): a Kubernetes Job must not count a drained pod as done.
+EXIT_NOT_DONE = 75
 
 
 def _work(args: argparse.Namespace, store: PeeweeStateStore, job_id: str, workers: int) -> int:
@@ -259,7 +262,11 @@ def _work(args: argparse.Namespace, store: PeeweeStateStore, job_id: str, worker
     else:
         _print_run_report(args, report)
     if interruption is not None:
-        return _interrupted(args, job_id, interruption)
+        code = _interrupted(args, job_id, interruption)
+        if code == 0 and until_done and not _terminal(store, job_id):
+            print(f"{PROG}: job {job_id} is not over yet: exit {EXIT_NOT_DONE}", file=sys.stderr)
+            return EXIT_NOT_DONE
+        return code
     return _exit_code(args, job_id, report, outcomes)
 
 
