@@ -384,7 +384,8 @@ def _job_commands(command: _AddCommand) -> None:
         "--until-done",
         action="store_true",
         help="exit only once the job is COMPLETED (0) or FAILED (1), waiting while other "
-        "workers hold batches; 3 if it is aborted (for a Kubernetes Job)",
+        "workers hold batches; 3 if it is aborted, 75 if a SIGTERM stopped it first "
+        "(for a Kubernetes Job)",
     )
     _json_option(sub)
 
