@@ -59,6 +59,8 @@ class WorkerMetrics:
       them (their results were not written);
     - ``_store_errors_total{job_id}``: database failures the workers outlived
       (``WorkerSummary.store_errors``).
+
+    A job's series all start at 0 with its first event.
     """
 
     def __init__(
@@ -115,9 +117,12 @@ class WorkerMetrics:
         # Invalid records of each worker's batch in hand: a batch's events only say how
         # many failed, invalid ones included (each worker's events come in batch order).
         self._invalid: dict[str, _Tally[str]] = {}
+        self._jobs: set[str] = set()
 
     def observe(self, event: WorkerEvent) -> None:
         """Count ``event``; other kinds of event are ignored."""
+        if event.job_id not in self._jobs:
+            self._start(event.job_id)
         if isinstance(event, BatchClaimed):
             with self._lock:
                 self._invalid.pop(event.worker_id, None)
@@ -147,6 +152,20 @@ class WorkerMetrics:
         self.batches.labels(job, outcome).inc()
         self.batch_duration.labels(job).observe(event.elapsed_ms / 1000)
         self.retries.labels(job).inc(event.retries)
+
+    def _start(self, job_id: str) -> None:
+        """Every series of ``job_id`` at 0, so that ``rate`` and ``increase`` see its first
+        lease lost or store error (a series born at 1 shows no increase)."""
+        with self._lock:
+            if job_id in self._jobs:
+                return
+            self._jobs.add(job_id)
+        for outcome in ("processed", "invalid", "failed"):
+            self.records.labels(job_id, outcome)
+        for outcome in ("completed", "failed"):
+            self.batches.labels(job_id, outcome)
+        for metric in (self.batch_duration, self.retries, self.leases_lost, self.store_errors):
+            metric.labels(job_id)
 
     def _forget(self, worker_id: str) -> None:
         with self._lock:
