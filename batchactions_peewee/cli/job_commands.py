@@ -37,7 +37,7 @@ from .common import (
     usage_error,
 )
 from .render import ProgressBar, duration, print_columns, print_json, print_rows, progress_bar
-from .worker_setup import check_code, worker_settings
+from .worker_setup import check_code, serve_worker_metrics, worker_settings
 
 logger = logging.getLogger(__name__)
 
@@ -232,6 +232,9 @@ def _work(args: argparse.Namespace, store: PeeweeStateStore, job_id: str, worker
     if until_done and (args.max_batches or args.max_duration):
         raise usage_error("--until-done excludes --max-batches and --max-duration")
     settings = worker_settings(args, job_id)
+    if getattr(args, "metrics_port", None) is not None:
+        port = serve_worker_metrics(args.metrics_port)[1]
+        print(f"{PROG}: worker metrics at http://127.0.0.1:{port}/metrics", file=sys.stderr)
     bar = progress_bar(args)
     job = store.get_job_state(job_id)
 

@@ -29,6 +29,7 @@ from .dashboard_command import (
     add_metrics_options,
     cmd_dashboard,
     cmd_metrics,
+    parse_port,
 )
 from .job_commands import cmd_prepare, cmd_run, cmd_work
 from .report_commands import cmd_failed, cmd_jobs, cmd_reclaim, cmd_status
@@ -379,6 +380,14 @@ def _job_commands(command: _AddCommand) -> None:
         metavar="MS",
         type=_positive,
         help="each worker stops at the first batch boundary after MS milliseconds",
+    )
+    sub.add_argument(
+        "--metrics-port",
+        metavar="PORT",
+        type=parse_port,
+        help="serve the worker's Prometheus counters (WorkerMetrics) at "
+        "http://127.0.0.1:PORT/metrics while it works (0: any free port; --workers 1; "
+        "extra [prometheus])",
     )
     sub.add_argument(
         "--until-done",

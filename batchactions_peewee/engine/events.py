@@ -161,6 +161,16 @@ class LeaseLost(WorkerEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class StoreErrorOutlived(WorkerEvent):
+    """A database failure that ``run`` outlives (``WorkerSummary.store_errors`` counts
+    them): the batch in hand, if any, was abandoned and the worker tries again after a
+    pause. ``error`` is the failure's first line, ``in_a_row`` how many failed in a row."""
+
+    error: str
+    in_a_row: int
+
+
+@dataclass(frozen=True, slots=True)
 class JobCompleted(WorkerEvent):
     """This worker finalized the job; its summary as ``get_progress`` reports it."""
 

@@ -52,6 +52,7 @@ from .events import (
     JobPaused,
     JobResumed,
     LeaseLost,
+    StoreErrorOutlived,
     WorkerEvent,
     WorkerSummary,
     record_failed_event,
@@ -281,15 +282,19 @@ class Worker:
                 except StoreUnavailable as exc:
                     tally.store_errors += 1
                     in_a_row += 1
-                    if self._stopping.is_set():
+                    stopping = self._stopping.is_set()
+                    if not stopping and in_a_row > self.store_error_limit:
+                        raise
+                    self._emit(
+                        StoreErrorOutlived(job_id, self.worker_id, _first_line(exc), in_a_row)
+                    )
+                    if stopping:
                         logger.warning(
                             "store call failed while stopping (%s); stopped",
                             exc,
                             extra=log_fields(job_id, worker_id=self.worker_id),
                         )
                         break
-                    if in_a_row > self.store_error_limit:
-                        raise
                     self._pause_after_store_error(job_id, exc, in_a_row)
         finally:
             self._stopping.clear()

@@ -1,0 +1,1 @@
+"""Bridges to other tools: optional, each behind its own extra."""
