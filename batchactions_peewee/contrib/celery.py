@@ -301,6 +301,8 @@ def _user_code(load: Any, spec: str | None) -> Any:
 def _open_store(url: str, table_prefix: str) -> Iterator[PeeweeStateStore]:
     """A store on a connection of its own, closed on exit. A URL that cannot name a
     database is InvalidInputError; one that cannot be reached, StoreUnavailable."""
+    if not isinstance(url, str):
+        raise InvalidInputError(f"database_url must be a string, got {type(url).__name__}")
     try:
         database = open_database(url, must_exist=True)
     except CliError as exc:

@@ -164,6 +164,8 @@ def test_dispatch_refuses_an_unknown_job(
 def test_dispatch_refuses_a_bad_or_unreachable_database(
     published: list[dict[str, Any]], tmp_path: Path
 ) -> None:
+    with pytest.raises(InvalidInputError, match="database_url must be a string, got bytes"):
+        contrib.dispatch("job", b"sqlite:///x.db", workers=1)  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="unknown scheme 'nosql'"):
         contrib.dispatch("job", "nosql://host/db", workers=1)
     unreachable = f"postgresql://u:{PASSWORD}@127.0.0.1:9/db"
