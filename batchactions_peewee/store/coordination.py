@@ -190,6 +190,7 @@ class Coordination:
         else:
             sql = self.sql.release_fenced
             params = (batch_id, job_id, worker_id, _PROCESSING, version)
+        self.records.forget_read(job_id, batch_id)
         return self.session.write(lambda: self.session.changed(sql, params)) == 1
 
     def reclaim(self, job_id: str, timeout_ms: int) -> int:
@@ -240,7 +241,7 @@ class Coordination:
             if self.session.changed(self.sql.finish, fence) != 1:
                 raise _FencedOff  # rolls back what produce() wrote
             if rows:
-                self.records.upsert(rows)
+                self.records.complete(r.job_id, r.batch_id, rows)
             sent.finished = status
             return True
 
@@ -256,6 +257,8 @@ class Coordination:
             return self.session.write(finish, landed=finished, lock_first=False)
         except _FencedOff:
             return False
+        finally:
+            self.records.forget_read(r.job_id, r.batch_id)
 
     def finalize(self, job_id: str) -> bool:
         """FINALIZE: True for exactly one caller, once every batch is COMPLETED or FAILED."""
