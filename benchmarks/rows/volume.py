@@ -118,6 +118,8 @@ class Run:
 
     seconds: float  # prepare + work (to the last worker's return)
     cpu_s: float  # every process's
+    prepare_s: float
+    prepare_cpu_s: float
     written: int  # bytes: the processes' (SQLite) or the server's counter
     prepare_rss: float
     worker_rss: list[float]
@@ -148,7 +150,7 @@ def run_side(b: Bench, side: str, prefix: str) -> Run:
     prepared: Measured = out.get(timeout=3600)
     prep.join()
     if prepared.error:
-        return Run(0, 0, 0, prepared.rss_mb, [], [prepared.error.strip().splitlines()[-1]])
+        return Run(0, 0, 0, 0, 0, prepared.rss_mb, [], [prepared.error.strip().splitlines()[-1]])
     job_id = prepared.result
     ready: Any = ctx.Queue()
     start = ctx.Event()
@@ -180,6 +182,8 @@ def run_side(b: Bench, side: str, prefix: str) -> Run:
     return Run(
         prepared.seconds + work_s,
         sum(m.cpu_s for m in everyone),
+        prepared.seconds,
+        prepared.cpu_s,
         written,
         prepared.rss_mb,
         [m.rss_mb for m in done],
@@ -236,6 +240,18 @@ def row_volume(b: Bench) -> list[Row]:
                 r.cpu_s / limit.cpu_s,
                 "<= 2x",
                 "ok" if r.cpu_s <= 2 * limit.cpu_s else "MISSED",
+            ),
+            Row(
+                b.kind,
+                f"  {side}: phases, prepare (1 process) / work: seconds, CPU s",
+                f"{r.prepare_s:.1f} / {r.seconds - r.prepare_s:.1f} s, "
+                f"{r.prepare_cpu_s * per_m:.1f} / {(r.cpu_s - r.prepare_cpu_s) * per_m:.1f} s",
+                f"{limit.prepare_s:.1f} / {limit.seconds - limit.prepare_s:.1f} s, "
+                f"{limit.prepare_cpu_s * per_m:.1f} / "
+                f"{(limit.cpu_s - limit.prepare_cpu_s) * per_m:.1f} s",
+                None,
+                "report",
+                "ok",
             ),
             Row(
                 b.kind,
