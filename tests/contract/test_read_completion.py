@@ -17,6 +17,7 @@ from typing import Any
 import pydantic
 
 from batchactions_peewee import PeeweeStateStore, ProcessingContext, Worker, prepare_job
+from batchactions_peewee.store.records import MAX_REMEMBERED
 
 from ..support.statement_count import intercept_statements, statement_kind
 from ..support.stores import make_store
@@ -186,3 +187,44 @@ def test_an_update_whose_row_count_is_off_falls_back_to_the_full_upsert(
     assert [row[3] for row in rows] == ["processed"] * 30
     assert all(row[4] == row[5] for row in rows)
     assert R.select().where(R.batch_id == res.batch_id).count() == 30
+
+
+def test_a_transactional_batch_processor_takes_the_short_path_too(
+    peewee_store: PeeweeStateStore, url_for: Any
+) -> None:
+    """Catches a completion inside the batch processor's transaction that upserts every
+    record again, or stores other bytes than the full upsert does."""
+
+    def fails_some(records: list[dict[str, Any]], context: Any) -> dict[int, str]:
+        return {i: "refused" for i in context.record_indexes if i in FAILING}
+
+    store = peewee_store
+    prepare_job(store, _records(500), batch_size=500, job_id=JOB_ID)
+    worker = Worker(store, batch_processor=fails_some, transactional=True)
+    with _record_writes(store) as seen:
+        result = worker.process_next(JOB_ID)
+    assert (result.processed_count, result.failed_count) == (497, 3)
+    assert [w for w in seen if not w[0].startswith("other")] == [("UPDATE", 497), ("INSERT", 3)]
+    expected = _full_upsert_rows(
+        _url(store, url_for), 500, None, batch_processor=fails_some, transactional=True
+    )
+    assert _rows(store) == expected
+
+
+def test_the_texts_read_stay_few_and_go_with_their_batch(peewee_store: PeeweeStateStore) -> None:
+    """Catches raw texts kept for batches never completed (memory growing with the job):
+    at most MAX_REMEMBERED batches are kept, and a batch's go once it is released."""
+    store = peewee_store
+    records = store._parts.records
+    prepare_job(store, _records(MAX_REMEMBERED + 6), batch_size=1, job_id=JOB_ID)
+    job = store.get_job_state(JOB_ID)
+    assert job is not None
+    for batch in job.batches:
+        store._get_batch_raw(JOB_ID, batch.id)
+    assert len(records._read) == MAX_REMEMBERED
+    claim = store.claim_batch(JOB_ID, "w")
+    assert claim.reservation is not None
+    store._get_batch_raw(JOB_ID, claim.reservation.batch_id)
+    assert (JOB_ID, claim.reservation.batch_id) in records._read
+    assert store._release_reservation(claim.reservation)
+    assert (JOB_ID, claim.reservation.batch_id) not in records._read
