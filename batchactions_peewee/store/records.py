@@ -12,7 +12,7 @@ from typing import Any
 import peewee as pw
 
 from ..model import FAILED_RECORD_STATUSES, ProcessedRecord
-from ..rows import RecordRow, raw_from_row, record_from_row
+from ..rows import RecordRow, raws_from_rows, record_from_row
 from .session import WEIGH_BYTES, Session, StaleStatement
 from .tables import Tables
 
@@ -227,11 +227,9 @@ class Records:
 
         def read() -> list[tuple[int, dict[str, Any]]]:
             rows = self.session.rows(self._raw_sql, (job_id, batch_id))
-            # The texts as stored (JSON text columns; a jsonb column reads as a dict,
-            # and its records are upserted at completion).
-            texts = {int(index): raw for index, raw in rows if type(raw) is str}
+            found, texts = raws_from_rows(rows)  # a jsonb column's records have no text
             self.remember_read(job_id, batch_id, texts)
-            return sorted((raw_from_row(index, raw) for index, raw in rows), key=itemgetter(0))
+            return found
 
         return self.session.run(read)
 

@@ -17,6 +17,7 @@ from typing import Any
 import pydantic
 
 from batchactions_peewee import PeeweeStateStore, ProcessingContext, Worker, prepare_job
+from batchactions_peewee.rows import raw_from_row
 from batchactions_peewee.store.records import MAX_REMEMBERED
 
 from ..support.statement_count import intercept_statements, statement_kind
@@ -228,3 +229,25 @@ def test_the_texts_read_stay_few_and_go_with_their_batch(peewee_store: PeeweeSta
     assert (JOB_ID, claim.reservation.batch_id) in records._read
     assert store._release_reservation(claim.reservation)
     assert (JOB_ID, claim.reservation.batch_id) not in records._read
+
+
+def test_a_batch_read_decodes_every_stored_form_as_one_row_at_a_time(
+    peewee_store: PeeweeStateStore,
+) -> None:
+    """Catches a batch read whose one-parse-per-text fast path reads a form otherwise than
+    ``raw_from_row`` does: an escaped lone surrogate (JSON.stringify writes them; the fast
+    parser refuses them) and JSON text stored as a JSON string (as Prisma may)."""
+    store = peewee_store
+    prepare_job(store, _records(6), batch_size=6, job_id=JOB_ID)
+    R = store.tables.records
+    R.update(raw='{"s":"\\ud800"}').where(R.record_index == 2).execute()
+    R.update(raw='"{\\"n\\":4}"').where(R.record_index == 4).execute()
+    job = store.get_job_state(JOB_ID)
+    assert job is not None
+    batch_id = job.batches[0].id
+    query: Any = R.select(R.record_index, R.raw).where(R.job_id == JOB_ID).tuples()
+    stored: list[tuple[Any, Any]] = list(query)
+    expected = sorted(raw_from_row(index, raw) for index, raw in stored)
+    assert store._get_batch_raw(JOB_ID, batch_id) == expected
+    assert expected[2][1] == {"s": "\ud800"} and expected[4][1] == {"n": 4}
+    assert store._parts.records._read[(JOB_ID, batch_id)] == dict(stored)
