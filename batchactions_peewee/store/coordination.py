@@ -254,11 +254,12 @@ class Coordination:
         try:
             # The processor's Python work before its first write runs without SQLite's
             # one write lock (see SqliteDialect.write_transaction).
-            return self.session.write(finish, landed=finished, lock_first=False)
+            written = self.session.write(finish, landed=finished, lock_first=False)
         except _FencedOff:
-            return False
-        finally:
-            self.records.forget_read(r.job_id, r.batch_id)
+            written = False
+        # Kept after an error: a batch processor that raised runs again, with this batch.
+        self.records.forget_read(r.job_id, r.batch_id)
+        return written
 
     def finalize(self, job_id: str) -> bool:
         """FINALIZE: True for exactly one caller, once every batch is COMPLETED or FAILED."""

@@ -251,3 +251,27 @@ def test_a_batch_read_decodes_every_stored_form_as_one_row_at_a_time(
     assert store._get_batch_raw(JOB_ID, batch_id) == expected
     assert expected[2][1] == {"s": "\ud800"} and expected[4][1] == {"n": 4}
     assert store._parts.records._read[(JOB_ID, batch_id)] == dict(stored)
+
+
+def test_a_batch_processor_retried_in_a_new_transaction_keeps_the_short_path(
+    peewee_store: PeeweeStateStore,
+) -> None:
+    """Catches texts read that are dropped when a transactional batch processor raises:
+    its retry, in a new transaction, would upsert every record again."""
+    calls: list[int] = []
+
+    def fails_once(records: list[dict[str, Any]], context: Any) -> None:
+        calls.append(len(records))
+        if len(calls) == 1:
+            raise RuntimeError("a transient failure of the processor")
+
+    store = peewee_store
+    prepare_job(store, _records(200), batch_size=200, job_id=JOB_ID)
+    worker = Worker(
+        store, batch_processor=fails_once, transactional=True, max_retries=1, retry_delay_ms=0
+    )
+    with _record_writes(store) as seen:
+        result = worker.process_next(JOB_ID)
+    assert calls == [200, 200]
+    assert (result.processed_count, result.failed_count) == (200, 0)
+    assert [w for w in seen if not w[0].startswith("other")] == [("UPDATE", 200)]
