@@ -201,6 +201,23 @@ def raw_from_row(index: Any, raw: Any) -> tuple[int, dict[str, Any]]:
     return int(index), value
 
 
+def raws_from_rows(
+    rows: list[tuple[Any, Any]],
+) -> tuple[list[tuple[int, dict[str, Any]]], dict[int, str]]:
+    """(recordIndex, raw) rows as ``raw_from_row`` reads them, by record index, and the raw
+    texts as stored, by index: none when the column does not read as text (PostgreSQL's
+    jsonb reads as values)."""
+    if all(type(index) is int and type(raw) is str for index, raw in rows):
+        rows = sorted(rows, key=itemgetter(0))
+        texts = [raw for _, raw in rows]
+        values = codec.loads_objects(texts)
+        if values is not None:  # the usual case: one parse per text, no call per row
+            indexes = [index for index, _ in rows]
+            return list(zip(indexes, values, strict=True)), dict(zip(indexes, texts, strict=True))
+    found = sorted((raw_from_row(index, raw) for index, raw in rows), key=itemgetter(0))
+    return found, {int(index): raw for index, raw in rows if type(raw) is str}
+
+
 def batch_json(batch: Batch) -> dict[str, Any]:
     """A batch as the job row's JSON list holds it: without its records (they have a table)."""
     return batch.model_copy(update={"records": []}).to_json_dict()

@@ -1,8 +1,8 @@
 """The library against the raw database driver doing the same work, side by side in one run.
 
     /work/venv/bin/python benchmarks/bench.py [--backends sqlite,mysql,postgres] [--quick]
-        [--smoke] [--rows save,prepare,complete,single,cycles,progress,e2e,concurrency,import]
-        [--rounds N] [--records N] [--profile [DIR]]
+        [--smoke] [--rounds N] [--records N] [--profile [DIR]]
+        [--rows save,prepare,complete,single,cycles,progress,e2e,concurrency,import,volume]
 
 Every row runs the library and the raw driver (sqlite3, pymysql, psycopg2 with hand-written
 SQL) on identically shaped tables of their own (on SQLite each side in its own file),

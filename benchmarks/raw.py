@@ -325,3 +325,92 @@ class RawPipeline:
             processed += len(results)
         raw.execute(self.finalize, (int(time.time() * 1000), job_id, job_id))
         return processed
+
+
+def source_text(i: int) -> str:
+    """``encode(common.source_record(i))``, written as text: the physical limit's records
+    arrive with their JSON ready-made (as JSON Lines do), at no encoding cost."""
+    return f'{{"email":"user{i}@example.com","name":"User {i}","age":{i % 90},"tags":["a","b"]}}'
+
+
+class RawMinimal(RawPipeline):
+    """The physical limit of a job on the shared tables: each record written the fewest
+    times they allow, by the raw driver.
+
+    Prepare: as ``RawPipeline`` (the job row, one transaction per batch of pending rows,
+    raw and parsed the same text), from JSON text ready-made. Work: take the lowest PENDING
+    batch by a conditional UPDATE, read and decode its raw records, call the no-op, then in
+    one transaction the fenced completion and one set-based UPDATE of the batch's records'
+    status (parsed already holds the raw text). The last worker finalizes the job.
+    """
+
+    def __init__(self, raw: Raw, prefix: str) -> None:
+        super().__init__(raw, prefix)
+        q, p = raw.q, raw.p
+        self.read_raw = (
+            f"SELECT {q('recordIndex')}, {q('raw')} FROM {q(self.records)} "
+            f"WHERE {q('jobId')} = {p} AND {q('batchId')} = {p}"
+        )
+        self.mark = (
+            f"UPDATE {q(self.records)} SET {q('status')} = 'processed' "
+            f"WHERE {q('jobId')} = {p} AND {q('batchId')} = {p}"
+        )
+
+    def prepare_texts(self, texts: Iterable[str], batch_size: int) -> tuple[str, int]:
+        """The job from records' JSON texts: ids, rows, transactions; no encoding."""
+        job_id = str(uuid.uuid4())
+        batch_rows: list[tuple[Any, ...]] = []
+
+        def chunks() -> Iterator[list[tuple[Any, ...]]]:
+            chunk: list[tuple[Any, ...]] = []
+            batch_id = ""
+            for i, text in enumerate(texts):
+                if not chunk:
+                    batch_id = str(uuid.uuid4())
+                    batch_rows.append(
+                        (batch_id, job_id, len(batch_rows), "PENDING", None, None, i, i, 0, 0, 0)
+                    )
+                chunk.append((job_id, batch_id, i, "pending", text, text, "[]", None))
+                if len(chunk) == batch_size:
+                    yield self._closed(batch_rows, chunk)
+                    chunk = []
+            if chunk:
+                yield self._closed(batch_rows, chunk)
+
+        total = self.write_job(job_id, encode({"batchSize": batch_size}), chunks(), batch_rows)
+        return job_id, total
+
+    @staticmethod
+    def _closed(batch_rows: list[tuple[Any, ...]], chunk: list[tuple[Any, ...]]) -> Any:
+        last = batch_rows[-1]
+        batch_rows[-1] = (*last[:7], chunk[-1][2], *last[8:])
+        return chunk
+
+    def work(
+        self,
+        job_id: str,
+        worker_id: str,
+        in_transaction: Callable[[Raw, list[Any]], object] | None = None,
+    ) -> int:
+        """Process batches until none is PENDING; the records processed."""
+        raw, processed = self.raw, 0
+        while True:
+            row = raw.fetchone(self.pick, (job_id,))
+            if row is None:
+                break
+            batch_id, version = row
+            if raw.execute(self.take, (worker_id, int(time.time() * 1000), batch_id, version)) != 1:
+                continue  # another worker took it first
+            raw.cursor.execute(self.read_raw, (job_id, batch_id))
+            count = 0
+            for _, text in raw.cursor.fetchall():
+                noop(from_json(text), None)
+                count += 1
+            with raw.transaction():
+                if raw.execute(self.finish, (count, batch_id, worker_id, version + 1)) != 1:
+                    raise AssertionError("the raw fence refused its own claim")
+                if raw.execute(self.mark, (job_id, batch_id)) != count:
+                    raise AssertionError("the raw status update missed records")
+            processed += count
+        raw.execute(self.finalize, (int(time.time() * 1000), job_id, job_id))
+        return processed

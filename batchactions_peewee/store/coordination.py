@@ -196,6 +196,7 @@ class Coordination:
         else:
             sql = self.sql.release_fenced
             params = (batch_id, job_id, worker_id, _PROCESSING, version)
+        self.records.forget_read(job_id, batch_id)
         return self.session.write(lambda: self.session.changed(sql, params)) == 1
 
     def reclaim(self, job_id: str, timeout_ms: int) -> int:
@@ -252,7 +253,7 @@ class Coordination:
                     raise _LandedBefore
                 raise _FencedOff  # rolls back what produce() wrote
             if rows:
-                self.records.upsert(rows)
+                self.records.complete(r.job_id, r.batch_id, rows)
             sent.finished = status
             return True
 
@@ -268,11 +269,14 @@ class Coordination:
         try:
             # The processor's Python work before its first write runs without SQLite's
             # one write lock (see SqliteDialect.write_transaction).
-            return self.session.write(finish, landed=finished, lock_first=False)
+            written = self.session.write(finish, landed=finished, lock_first=False)
         except _FencedOff:
-            return False
+            written = False
         except _LandedBefore:
-            return True
+            written = True
+        # Kept after an error: a batch processor that raised runs again, with this batch.
+        self.records.forget_read(r.job_id, r.batch_id)
+        return written
 
     def finalize(self, job_id: str) -> bool:
         """FINALIZE: True for exactly one caller, once every batch is COMPLETED or FAILED."""

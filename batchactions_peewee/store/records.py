@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import chain
 from operator import itemgetter
 from typing import Any
@@ -10,13 +12,18 @@ from typing import Any
 import peewee as pw
 
 from ..model import FAILED_RECORD_STATUSES, ProcessedRecord
-from ..rows import RecordRow, raw_from_row, record_from_row
+from ..rows import RecordRow, raws_from_rows, record_from_row
 from .session import WEIGH_BYTES, Session, StaleStatement
 from .tables import Tables
 
 #: Keep each bulk statement well inside MySQL's max_allowed_packet.
 CHUNK_BYTES = 4 * 1024 * 1024
 _RECORD_COLUMNS = 8  # the length of a RecordRow
+#: Indexes left out of one set-based completion UPDATE (``NOT IN``) before a new one starts.
+MAX_SKIPPED = 32
+#: Batches whose raw texts a store remembers between the read and the completion.
+MAX_REMEMBERED = 64
+_PROCESSED = "processed"
 
 
 class Records:
@@ -27,6 +34,10 @@ class Records:
         self.tables = tables
         self._upsert_sql: dict[int, str] = {}  # by row count
         self._unnest_sql: str | None = None  # built from the table's column types
+        self._processed_sql: dict[int, str] = {}  # by indexes left out
+        # (job, batch) -> {record index: raw text as read}, for the set-based completion.
+        self._read: OrderedDict[tuple[str, str], dict[int, str]] = OrderedDict()
+        self._read_lock = threading.Lock()
         R = tables.records
         # Rendered once: only the parameters differ between calls.
         self._raw_sql: str = (
@@ -58,6 +69,66 @@ class Records:
                 self.session.check_size(_statement_bytes(chunk), len(chunk))
             params = list(chain.from_iterable(chunk))
             database.execute_sql(self._values_sql(len(chunk)), params)  # type: ignore[no-untyped-call]
+
+    def complete(self, job_id: str, batch_id: str, rows: Sequence[RecordRow]) -> None:
+        """A fenced completion's records (inside its transaction): ``upsert``'s result, in
+        fewer and smaller statements.
+
+        A record processed without error whose raw text is the one this store read for the
+        batch, and whose parsed text equals it, needs only its status set and its raw text
+        copied into parsed on the server: one UPDATE per range of such records (``kept``).
+        The others are upserted. Rows as ``upsert`` would leave them, byte for byte: an
+        UPDATE whose row count is not the number of records it means (a row moved, changed
+        by someone else, or already in that state on MySQL, which counts changed rows) is
+        followed by the full upsert of every row.
+        """
+        read = self._read.get((job_id, batch_id))
+        kept, rest = _kept_rows(rows, read) if read else ((), rows)
+        if kept and not self._mark_processed(job_id, batch_id, kept):
+            rest = rows
+        if rest:
+            self.upsert(rest)
+
+    def _mark_processed(self, job_id: str, batch_id: str, kept: Sequence[int]) -> bool:
+        """Set the records ``kept`` (ascending indexes) processed with parsed = raw; False
+        as soon as a statement's row count is not the number of its records."""
+        database = self.session.database
+        for low, high, skipped, count in _ranges(kept, MAX_SKIPPED):
+            params = [_PROCESSED, "[]", job_id, batch_id, low, high, *skipped]
+            cursor = database.execute_sql(self._processed_statement(len(skipped)), params)  # type: ignore[no-untyped-call]
+            if int(cursor.rowcount) != count:
+                return False
+        return True
+
+    def _processed_statement(self, skipped: int) -> str:
+        """UPDATE records SET status, parsed = raw, no errors, over one index range of a
+        batch, ``skipped`` indexes left out."""
+        sql = self._processed_sql.get(skipped)
+        if sql is None:
+            R = self.tables.records
+            where = [R.job_id == "", R.batch_id == "", R.record_index.between(0, 0)]
+            if skipped:
+                where.append(R.record_index.not_in([0] * skipped))
+            query = R.update(
+                {R.status: "", R.parsed: R.raw, R.errors: "", R.processing_error: pw.SQL("NULL")}
+            ).where(*where)
+            sql, params = query.sql()
+            assert params == ["", "", "", "", 0, 0, *[0] * skipped], sql
+            self._processed_sql[skipped] = sql
+        return sql
+
+    def remember_read(self, job_id: str, batch_id: str, texts: dict[int, str]) -> None:
+        """Keep a batch's raw texts as read, for its completion (a few batches at most)."""
+        with self._read_lock:
+            self._read[(job_id, batch_id)] = texts
+            self._read.move_to_end((job_id, batch_id))
+            while len(self._read) > MAX_REMEMBERED:
+                self._read.popitem(last=False)
+
+    def forget_read(self, job_id: str, batch_id: str) -> None:
+        """Drop a batch's raw texts once its completion ran (or was refused)."""
+        with self._read_lock:
+            self._read.pop((job_id, batch_id), None)
 
     def _unnest(self, chunk: Sequence[RecordRow]) -> None:
         cached = self._unnest_sql is not None
@@ -156,7 +227,9 @@ class Records:
 
         def read() -> list[tuple[int, dict[str, Any]]]:
             rows = self.session.rows(self._raw_sql, (job_id, batch_id))
-            return sorted((raw_from_row(index, raw) for index, raw in rows), key=itemgetter(0))
+            found, texts = raws_from_rows(rows)  # a jsonb column's records have no text
+            self.remember_read(job_id, batch_id, texts)
+            return found
 
         return self.session.run(read)
 
@@ -209,6 +282,49 @@ def chunked(
 def text_bytes(row: tuple[Any, ...]) -> int:
     """The bytes of a row's text values: what weighs in a bulk statement."""
     return sum(len(v) for v in row if isinstance(v, str))
+
+
+def _kept_rows(
+    rows: Sequence[RecordRow], read: Mapping[int, str]
+) -> tuple[list[int], list[RecordRow]]:
+    """The indexes of the rows a set-based UPDATE can write (processed, no errors, parsed
+    text equal to the raw text, which is the one read), and the other rows."""
+    kept: list[int] = []
+    rest: list[RecordRow] = []
+    for row in rows:
+        _, _, index, status, raw, parsed, errors, error = row
+        if (
+            status == _PROCESSED
+            and errors == "[]"
+            and error is None
+            and (parsed is raw or parsed == raw)
+            and read.get(index) == raw
+        ):
+            kept.append(index)
+        else:
+            rest.append(row)
+    kept.sort()
+    return kept, rest
+
+
+def _ranges(indexes: Sequence[int], max_skipped: int) -> Iterator[tuple[int, int, list[int], int]]:
+    """Ascending ``indexes`` as (low, high, skipped, count) ranges: each covers ``count`` of
+    them from ``low`` to ``high``, less at most ``max_skipped`` indexes between them."""
+    if not indexes:
+        return
+    low = high = indexes[0]
+    skipped: list[int] = []
+    count = 1
+    for index in indexes[1:]:
+        gap = index - high - 1
+        if len(skipped) + gap > max_skipped:
+            yield low, high, skipped, count
+            low, skipped, count = index, [], 0
+        else:
+            skipped.extend(range(high + 1, index))
+        high = index
+        count += 1
+    yield low, high, skipped, count
 
 
 def record_fields(R: Any) -> list[Any]:

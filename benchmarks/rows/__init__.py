@@ -4,7 +4,8 @@
 (claim + complete with threads and processes), ``progress`` (progress reads as the job
 grows), ``e2e`` (prepare_job then Worker.run in several processes), ``concurrency``
 (one worker process whose processor waits, at Worker(concurrency=N)) and ``imports`` (a
-CSV imported by a transactional batch processor).
+CSV imported by a transactional batch processor) and ``volume`` (a whole job against the
+physical limit of the shared tables).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .cycles import row_cycles
 from .e2e import row_e2e
 from .imports import row_import
 from .progress import row_progress
+from .volume import row_volume
 
 #: The rows in the table's order, by the names --rows takes.
 ROW_FUNCTIONS: dict[str, Callable[[Bench], list[Row]]] = {
@@ -31,6 +33,7 @@ ROW_FUNCTIONS: dict[str, Callable[[Bench], list[Row]]] = {
     "e2e": row_e2e,
     "concurrency": row_concurrency,
     "import": row_import,
+    "volume": row_volume,
 }
 
 __all__ = [
@@ -44,4 +47,5 @@ __all__ = [
     "row_progress",
     "row_save",
     "row_single",
+    "row_volume",
 ]

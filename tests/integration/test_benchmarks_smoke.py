@@ -38,6 +38,11 @@ EXPECTED_ROWS = (
     r"CPU s per 10k records",
     r"import [\d,]+ CSV rows, transactional insert_many, \d+ processes",
     r"same, against the raw driver doing the job's bookkeeping too",
+    r"volume, [\d,]+ records, \d+ processes: physical limit",
+    r"\s*no-op: records/s",
+    r"\s*schema: CPU s per 1M records",
+    r"\s*no-op: bytes written",
+    r"\s*schema: peak RSS per process",
 )
 
 
