@@ -24,7 +24,8 @@ from .events import (
 from .hooks import AfterProcess, AfterValidate, BeforeProcess, BeforeValidate, JobHooks
 from .prepare import PrepareResult, prepare_job
 from .retry import PreviewResult, prepare_retry_job, preview_records
-from .worker import Worker, default_worker_id
+from .runs import default_worker_id
+from .worker import Worker
 
 __all__ = [
     "AfterProcess",

@@ -12,14 +12,9 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import random
-import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pydantic
@@ -60,64 +55,20 @@ from .events import (
 from .hooks import HookedRecordProcessing, JobHooks, check_hooks
 from .io import worker_io
 from .leases import Held, Leases
+from .runs import (
+    Limits,
+    Tally,
+    batch_result,
+    default_worker_id,
+    elapsed_ms,
+    first_line,
+    non_negative,
+    store_error_pause,
+)
 from .validation import check_schema
 from .write_behind import Ahead, WriteBehind
 
 logger = logging.getLogger(__name__)
-
-
-def default_worker_id() -> str:
-    """Host, pid and a random suffix: unique per worker, at most 128 characters."""
-    host = socket.gethostname()[:80] or "worker"
-    return f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
-
-
-@dataclass
-class _Tally:
-    """What ``Worker.run`` has done so far."""
-
-    batches: int = 0
-    processed: int = 0
-    failed: int = 0
-    retries: int = 0
-    leases_lost: int = 0
-    store_errors: int = 0
-    finalized: bool = False
-    stopped: str = "done"
-    paused: bool = False  # the job was seen PAUSED and has not been seen resumed since
-
-    def add(self, result: BatchResult) -> None:
-        self.finalized = self.finalized or result.finalized
-        if not result.claimed or result.aborted or result.given_back:
-            return
-        if result.lease_lost:
-            self.leases_lost += 1
-        else:
-            self.batches += 1
-        self.processed += result.processed_count
-        self.failed += result.failed_count
-        self.retries += result.retries
-
-
-@dataclass(frozen=True)
-class _Limits:
-    """When ``run`` stops at a batch boundary, for cron and serverless runs."""
-
-    max_batches: int | None
-    deadline: float | None  # time.monotonic()
-
-    @staticmethod
-    def of(max_batches: int | None, max_duration_ms: int | None) -> _Limits:
-        for value, what in ((max_batches, "max_batches"), (max_duration_ms, "max_duration_ms")):
-            if value is not None and (_non_negative(value, what) == 0):
-                raise InvalidValueError(f"{what} must be positive, got 0")
-        deadline = None if max_duration_ms is None else time.monotonic() + max_duration_ms / 1000
-        return _Limits(max_batches, deadline)
-
-    def reached(self, batches: int) -> bool:
-        return (self.max_batches is not None and batches >= self.max_batches) or (
-            self.deadline is not None and time.monotonic() >= self.deadline
-        )
 
 
 class Worker:
@@ -208,9 +159,9 @@ class Worker:
         self.schema = check_schema(schema)
         self.hooks = check_hooks(hooks, has_schema=self.schema is not None)
         self.continue_on_error = bool(continue_on_error)
-        self.max_retries = _non_negative(max_retries, "max_retries")
-        self.retry_delay_ms = _non_negative(retry_delay_ms, "retry_delay_ms")
-        self.lease_timeout_ms = _non_negative(lease_timeout_ms, "lease_timeout_ms")
+        self.max_retries = non_negative(max_retries, "max_retries")
+        self.retry_delay_ms = non_negative(retry_delay_ms, "retry_delay_ms")
+        self.lease_timeout_ms = non_negative(lease_timeout_ms, "lease_timeout_ms")
         if self.lease_timeout_ms == 0:
             raise InvalidValueError("lease_timeout_ms must be positive")
         self.on_event = on_event
@@ -265,8 +216,8 @@ class Worker:
         of the query itself (constraint, syntax, data) are raised at once.
         """
         check_id(job_id, "job id")
-        limits = _Limits.of(max_batches, max_duration_ms)
-        tally = _Tally()
+        limits = Limits.of(max_batches, max_duration_ms)
+        tally = Tally()
         in_a_row = 0
         try:
             while True:
@@ -286,7 +237,7 @@ class Worker:
                     if not stopping and in_a_row > self.store_error_limit:
                         raise
                     self._emit(
-                        StoreErrorOutlived(job_id, self.worker_id, _first_line(exc), in_a_row)
+                        StoreErrorOutlived(job_id, self.worker_id, first_line(exc), in_a_row)
                     )
                     if stopping:
                         logger.warning(
@@ -315,7 +266,7 @@ class Worker:
             stopped=tally.stopped,
         )
 
-    def _step(self, job_id: str, tally: _Tally, limits: _Limits) -> bool:
+    def _step(self, job_id: str, tally: Tally, limits: Limits) -> bool:
         """One round of ``run``: process a batch, or wait for other workers' batches or for
         a paused job; True once the job needs nothing more from this worker."""
         done = tally.batches + tally.leases_lost + self._behind.pending
@@ -346,7 +297,7 @@ class Worker:
         self._stopping.wait(self._poll_interval_s)
         return False
 
-    def _settle(self, tally: _Tally, *, taken_only: bool = False) -> None:
+    def _settle(self, tally: Tally, *, taken_only: bool = False) -> None:
         """Count the batches written behind; unless ``taken_only``, wait for the one in
         hand first."""
         if not taken_only:
@@ -354,7 +305,7 @@ class Worker:
         for result in self._behind.take():
             tally.add(result)
 
-    def _not_processing(self, job_id: str, tally: _Tally) -> bool:
+    def _not_processing(self, job_id: str, tally: Tally) -> bool:
         # Claims answer JOB_NOT_PROCESSING for every status but PROCESSING: only a pause
         # is waited out.
         status = worker_io(self.store)._job_status(job_id)
@@ -374,7 +325,7 @@ class Worker:
         self._stopping.wait(self._poll_interval_s)
         return False
 
-    def _aborted(self, job_id: str, tally: _Tally) -> bool:
+    def _aborted(self, job_id: str, tally: Tally) -> bool:
         logger.info(
             "job %s was aborted; worker %s stops",
             job_id,
@@ -386,14 +337,11 @@ class Worker:
         return True
 
     def _pause_after_store_error(self, job_id: str, exc: BaseException, in_a_row: int) -> None:
-        # Exponential, capped and jittered, so that workers cut off together do not all
-        # come back at once; stop() ends the pause early.
-        ceiling = min(self.store_backoff_cap_s, 0.1 * 2 ** (in_a_row - 1))
-        delay = random.uniform(ceiling / 2, ceiling)
+        delay = store_error_pause(in_a_row, self.store_backoff_cap_s)  # stop() ends it early
         logger.warning(
             "store call failed (%s: %s); batch in hand abandoned; trying again in %.2f s (%d/%d)",
             type(exc).__name__,
-            _first_line(exc),
+            first_line(exc),
             delay,
             in_a_row,
             self.store_error_limit,
@@ -550,10 +498,10 @@ class Worker:
         """The BatchResult (and events) of a batch processed, written or not."""
         if work.lease_lost and worker_io(self.store)._job_status(res.job_id) == JobStatus.ABORTED:
             # The renewal was refused because the job was aborted: the batch is given back.
-            return _batch_result(res, work, aborted=True)
+            return batch_result(res, work, aborted=True)
         if work.lease_lost and self._draining.is_set():
             logger.info("gave batch %s back (stopping)", res.batch_id, extra=self._fields(res))
-            return _batch_result(res, work, given_back=True)
+            return batch_result(res, work, given_back=True)
         if work.lease_lost:
             logger.warning(
                 "lost the lease on batch %s; its results were not written",
@@ -562,8 +510,8 @@ class Worker:
             )
             self._emit(LeaseLost(res.job_id, self.worker_id, res.batch_id, res.batch_index))
             complete = report and self._job_complete(res.job_id)
-            return _batch_result(res, work, lease_lost=True, job_complete=complete)
-        self._emit(batch_done_event(res, self.worker_id, work, _elapsed_ms(started)))
+            return batch_result(res, work, lease_lost=True, job_complete=complete)
+        self._emit(batch_done_event(res, self.worker_id, work, elapsed_ms(started)))
         finalized = complete = False
         if report:
             try:
@@ -578,7 +526,7 @@ class Worker:
                     exc,
                     extra=self._fields(res),
                 )
-        return _batch_result(
+        return batch_result(
             res,
             work,
             processed_count=work.processed,
@@ -733,30 +681,3 @@ class Worker:
         # Often enough to take over a dead worker's batch soon after its lease ends.
         # Also what an idle worker waits at the end of a job: 0.2 s at most.
         return min(0.2, max(0.05, self.lease_timeout_ms / 10_000))
-
-
-def _batch_result(res: BatchReservation, work: BatchWork, **outcome: Any) -> BatchResult:
-    """The BatchResult of a claimed batch."""
-    return BatchResult(
-        claimed=True,
-        job_id=res.job_id,
-        batch_id=res.batch_id,
-        batch_index=res.batch_index,
-        retries=work.retries,
-        **outcome,
-    )
-
-
-def _non_negative(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidValueError(f"{what} must be a non-negative integer, got {value!r}")
-    return value
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else ""
-
-
-def _elapsed_ms(started: float) -> int:
-    return int((time.monotonic() - started) * 1000)
