@@ -71,6 +71,7 @@ __version__ = "0.1.0"
 #: ``[asyncio]`` extra (greenlet and the async drivers), which a core install lacks.
 _ASYNC_NAMES = {
     "AsyncPeeweeStateStore": ".store.async_facade",
+    "AsyncWorker": ".engine.async_worker",
 }
 
 
@@ -82,10 +83,12 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
+    from .engine.async_worker import AsyncWorker
     from .store.async_facade import AsyncPeeweeStateStore
 
 __all__ = [
     "AsyncPeeweeStateStore",
+    "AsyncWorker",
     "Batch",
     "BatchActionsError",
     "BatchClaimed",
