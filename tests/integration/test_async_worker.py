@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,13 +25,16 @@ from batchactions_peewee import (
     BatchContext,
     BatchStatus,
     JobStatus,
+    PeeweeStateStore,
     ProcessingContext,
+    Worker,
     WorkerSummary,
     prepare_job,
 )
 from batchactions_peewee.errors import InvalidInputError
 
-from ..support.async_stores import ASYNC_BACKENDS, open_async_database
+from ..support.async_stores import ASYNC_BACKENDS, ASYNC_PREFIX, open_async_database
+from ..support.backends import open_database
 from ..support.imports import Numbered
 from ..support.stores import new_prefix
 
@@ -277,6 +281,40 @@ def test_a_fenced_off_transactional_batch_processor_writes_nothing(url: str) -> 
     assert result.lease_lost and result.processed_count == 0
     assert count == 0, "the processor's rows rolled back with the refused completion"
     assert [(b.status, b.worker_id) for b in batches] == [(BatchStatus.PROCESSING, "rival")]
+
+
+def test_sync_and_async_workers_share_one_job(url: str) -> None:
+    sync_database = open_database(url.removeprefix(ASYNC_PREFIX))
+
+    def plain(record: dict[str, Any], context: ProcessingContext) -> None:
+        time.sleep(0.001)
+
+    async def body(store: AsyncPeeweeStateStore) -> tuple[WorkerSummary, WorkerSummary, Any]:
+        sync_store = PeeweeStateStore(sync_database, table_prefix=store.table_prefix)
+        job_id = prepare_job(sync_store, ({"n": i} for i in range(40)), batch_size=2).job_id
+
+        async def slow(record: dict[str, Any], context: ProcessingContext) -> None:
+            await asyncio.sleep(0.002)
+
+        def in_thread() -> WorkerSummary:
+            try:
+                return Worker(sync_store, plain, worker_id="sync").run(job_id)
+            finally:
+                sync_database.close()
+
+        both = await asyncio.gather(
+            asyncio.to_thread(in_thread), AsyncWorker(store, slow, worker_id="async").run(job_id)
+        )
+        return both[0], both[1], sync_store.get_job_state(job_id)
+
+    try:
+        by_sync, by_async, job = on_store(url, body)
+    finally:
+        sync_database.close()
+    assert by_sync.processed + by_async.processed == 40
+    assert by_sync.batches and by_async.batches, "both kinds of worker took batches"
+    assert by_sync.finalized + by_async.finalized == 1
+    assert job.status == JobStatus.COMPLETED
 
 
 def test_bad_options_are_refused() -> None:
