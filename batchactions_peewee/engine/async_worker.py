@@ -147,6 +147,9 @@ class AsyncWorker:
         self._stopping = threading.Event()
         self._halts: set[threading.Event] = set()  # the batches in hand: set to stop them
         self._total_records: dict[str, int] = {}
+        #: The batch being written behind (``run``, records in flight): one at a time.
+        self._writing: asyncio.Task[BatchResult] | None = None
+        self._written: list[BatchResult] = []  # its result, for run's tally
 
     # -- public ---------------------------------------------------------------------------
 
@@ -178,6 +181,7 @@ class AsyncWorker:
                     if self._stopping.is_set():
                         tally.stopped = "stopped"
                     if self._stopping.is_set() or await self._step(job_id, tally, limits):
+                        await self._settle(tally)
                         if tally.stopped != "aborted":
                             tally.finalized = await self._finalize(job_id) or tally.finalized
                         break
@@ -194,6 +198,9 @@ class AsyncWorker:
                     await self._pause(random.uniform(ceiling / 2, ceiling))
         finally:
             self._stopping.clear()
+            if self._writing is not None:  # an error ended the run: the write still lands
+                with contextlib.suppress(Exception):
+                    await self._settle(tally)
         return WorkerSummary(
             job_id=job_id,
             worker_id=self.worker_id,
@@ -211,16 +218,21 @@ class AsyncWorker:
         """Claim one batch (reclaiming stale ones when none is PENDING), process it, write
         its results and try to finalize the job."""
         check_id(job_id, "job id")
-        return await self._next(job_id, report=True)
+        result = await self._next(job_id, report=True)
+        assert result is not None  # nothing is written behind with report
+        return result
 
     # -- the loop -------------------------------------------------------------------------
 
     async def _step(self, job_id: str, tally: _Tally, limits: _Limits) -> bool:
         """One round of ``run``; True once the job needs nothing more from this worker."""
-        if limits.reached(tally.batches + tally.leases_lost):
+        if limits.reached(tally.batches + tally.leases_lost + (self._writing is not None)):
             tally.stopped = "limit"
             return True
         result = await self._next(job_id, report=False)
+        await self._settle(tally, wait=False)
+        if result is None:  # being written behind
+            return False
         if self._stopping.is_set() and result.lease_lost:
             return False  # stop() gave the batch in hand back: run says "stopped"
         tally.add(result)
@@ -261,7 +273,19 @@ class AsyncWorker:
         while not self._stopping.is_set() and (left := deadline - time.monotonic()) > 0:
             await asyncio.sleep(min(left, POLL_S))
 
-    async def _next(self, job_id: str, *, report: bool) -> BatchResult:
+    async def _settle(self, tally: _Tally | None = None, *, wait: bool = True) -> None:
+        """Count the batch written behind into ``tally``; unless not ``wait``, wait for
+        the one being written first."""
+        task = self._writing
+        if task is not None and (wait or task.done()):
+            self._writing = None
+            self._written.append(await task)
+        if tally is not None:
+            for result in self._written:
+                tally.add(result)
+            self._written.clear()
+
+    async def _next(self, job_id: str, *, report: bool) -> BatchResult | None:
         store = self.store
         claim = await store.claim_batch(job_id, self.worker_id)
         if claim.reason == ClaimFailureReason.NO_PENDING_BATCHES and (
@@ -269,6 +293,7 @@ class AsyncWorker:
         ):
             claim = await store.claim_batch(job_id, self.worker_id)
         if claim.reservation is None:
+            await self._settle()  # before the job's state is read, or it is finalized
             if claim.reason == ClaimFailureReason.JOB_NOT_FOUND:
                 raise JobNotFoundError(f"job {job_id!r} does not exist")
             finalized = claim.reason == ClaimFailureReason.NO_PENDING_BATCHES and (
@@ -285,7 +310,10 @@ class AsyncWorker:
 
     # -- one batch ------------------------------------------------------------------------
 
-    async def _process_batch(self, res: BatchReservation, report: bool) -> BatchResult:
+    async def _process_batch(self, res: BatchReservation, report: bool) -> BatchResult | None:
+        """The batch processed and written; None when its write was handed to a task
+        (``run`` with records in flight): the next batch's records are then in flight
+        while it is written, and its result comes through ``_settle``."""
         started = time.monotonic()
         self._emit(BatchClaimed.of(res, self.worker_id))
         halt = threading.Event()  # set when the lease is lost, or by stop()
@@ -294,6 +322,7 @@ class AsyncWorker:
             halt.set()
         renewal = asyncio.create_task(self._renew(res, halt))
         work = BatchWork(lease_lost=True)
+        handed_off = False
         try:
             total = await self._total(res.job_id)
             records = await self.store._get_batch_raw(res.job_id, res.batch_id)
@@ -301,24 +330,62 @@ class AsyncWorker:
                 work = await self._whole_batch(res, records, total, halt)
             else:
                 work = await self._records(res, records, total, halt)
+                if not work.lease_lost and not report and self.concurrency > 1:
+                    await self._settle()  # the batch before, first: one write at a time
+                    finish = self._finish(res, work, report, started, renewal, halt)
+                    self._writing = asyncio.create_task(finish)
+                    handed_off = True
+                    return None
                 if not work.lease_lost:
-                    written = await self.store._complete_batch_processed(
-                        res,
-                        status=work.status,
-                        processed_count=work.processed,
-                        failed_count=work.failed,
-                        processed=work.done,
-                        records=work.records,
-                    )
-                    work.lease_lost = not written
+                    await self._write(res, work)
         finally:
-            renewal.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewal
-            self._halts.discard(halt)
-            if work.lease_lost:
-                await self._release(res)
+            if not handed_off:
+                await self._end_lease(res, work, renewal, halt)
         return await self._outcome(res, work, report, started)
+
+    async def _write(self, res: BatchReservation, work: BatchWork) -> None:
+        """The batch's fenced completion; ``work.lease_lost`` unless it was written."""
+        work.lease_lost = True  # until written: given back otherwise
+        written = await self.store._complete_batch_processed(
+            res,
+            status=work.status,
+            processed_count=work.processed,
+            failed_count=work.failed,
+            processed=work.done,
+            records=work.records,
+        )
+        work.lease_lost = not written
+
+    async def _finish(
+        self,
+        res: BatchReservation,
+        work: BatchWork,
+        report: bool,
+        started: float,
+        renewal: asyncio.Task[None],
+        halt: threading.Event,
+    ) -> BatchResult:
+        """A batch written behind: its write, its lease's end, its result."""
+        try:
+            await self._write(res, work)
+        finally:
+            await self._end_lease(res, work, renewal, halt)
+        return await self._outcome(res, work, report, started)
+
+    async def _end_lease(
+        self,
+        res: BatchReservation,
+        work: BatchWork,
+        renewal: asyncio.Task[None],
+        halt: threading.Event,
+    ) -> None:
+        """No more renewals; the batch given back unless it was written."""
+        renewal.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewal
+        self._halts.discard(halt)
+        if work.lease_lost:
+            await self._release(res)
 
     async def _renew(self, res: BatchReservation, halt: threading.Event) -> None:
         """The lease's renewals, every ``lease_timeout_ms / 3``; ``halt`` is set once one

@@ -172,7 +172,8 @@ def test_a_worker_whose_lease_was_taken_over_writes_nothing(url: str) -> None:
     assert [(b.status, b.worker_id) for b in batches] == [(BatchStatus.COMPLETED, "new")]
 
 
-def test_stop_gives_the_batch_in_hand_back_at_the_next_record(url: str) -> None:
+@pytest.mark.parametrize("concurrency", [1, 2], ids=["one-by-one", "written-behind"])
+def test_stop_gives_the_batch_in_hand_back_at_the_next_record(url: str, concurrency: int) -> None:
     async def body(store: AsyncPeeweeStateStore) -> tuple[WorkerSummary, Any, WorkerSummary]:
         job_id = await prepared(store, 12, 4)
         worker: AsyncWorker
@@ -183,7 +184,7 @@ def test_stop_gives_the_batch_in_hand_back_at_the_next_record(url: str) -> None:
                 stops.pop()
                 worker.stop()
 
-        worker = AsyncWorker(store, processor)
+        worker = AsyncWorker(store, processor, concurrency=concurrency)
         stopped = await worker.run(job_id)
         status = await store.get_distributed_status(job_id)
         return stopped, status, await worker.run(job_id)
@@ -196,6 +197,20 @@ def test_stop_gives_the_batch_in_hand_back_at_the_next_record(url: str) -> None:
         0,
     ), "the batch in hand was given back, unwritten"
     assert resumed.stopped == "done" and resumed.processed == 8 and resumed.finalized
+
+
+def test_max_batches_counts_the_batch_written_behind(url: str) -> None:
+    async def processor(record: dict[str, Any], context: ProcessingContext) -> None:
+        await asyncio.sleep(0.001)
+
+    async def body(store: AsyncPeeweeStateStore) -> tuple[WorkerSummary, Any]:
+        job_id = await prepared(store, 20, 4)
+        summary = await AsyncWorker(store, processor, concurrency=8).run(job_id, max_batches=2)
+        return summary, await store.get_distributed_status(job_id)
+
+    summary, status = on_store(url, body)
+    assert (summary.stopped, summary.batches, summary.processed) == ("limit", 2, 8)
+    assert (status.completed_batches, status.processing_batches) == (2, 0)
 
 
 def test_batch_processors_async_and_plain(url: str) -> None:
