@@ -13,7 +13,15 @@ from hypothesis import HealthCheck, settings
 from batchactions_peewee import PeeweeStateStore
 
 from .support.async_stores import ASYNC_BACKENDS, ASYNC_PREFIX, sync_kind
-from .support.backends import ENV, EXAMPLE_URL, IN_CI, fresh_server_database, server_url
+from .support.backends import (
+    BROKER_ENV,
+    BROKER_EXAMPLE,
+    ENV,
+    EXAMPLE_URL,
+    IN_CI,
+    fresh_server_database,
+    server_url,
+)
 from .support.interop import FIXTURES_DIR
 from .support.stores import (
     ALL_BACKENDS,
@@ -53,11 +61,13 @@ def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
 
 
 def _skip_group(reason: str) -> str:
-    """What a skip comes down to: a server not configured, the Node fixtures missing, or
-    else the reason as the test gave it."""
+    """What a skip comes down to: a server not configured or not answering (RabbitMQ),
+    the Node fixtures missing, or else the reason as the test gave it."""
     for kind in SERVER_KINDS:
         if ENV[kind] in reason:
             return f"tests: {kind} (set {ENV[kind]}, e.g. {EXAMPLE_URL[kind]})"
+    if BROKER_ENV in reason:
+        return f"celery tests: no RabbitMQ (set {BROKER_ENV}, e.g. {BROKER_EXAMPLE})"
     if str(FIXTURES_DIR) in reason:
         return (
             f"interop tests: no Node fixtures in {FIXTURES_DIR} (a shared/ folder beside the clone)"

@@ -28,7 +28,8 @@ DEFAULT_PORT = 8080
 METRICS_PORT = 9464
 
 
-def _port(text: str) -> int:
+def parse_port(text: str) -> int:
+    """A port option's value: 0 (any free port) to 65535."""
     if not text.isdigit() or not 0 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(
             f"expected a port from 0 (any free one) to 65535, got {text!r}"
@@ -62,7 +63,7 @@ def _server_options(parser: argparse.ArgumentParser, port: int, how: str) -> Non
     )
     parser.add_argument(
         "--port",
-        type=_port,
+        type=parse_port,
         default=port,
         help=f"port (default {port}; 0: any free one)",
     )

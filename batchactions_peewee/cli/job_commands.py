@@ -37,7 +37,7 @@ from .common import (
     usage_error,
 )
 from .render import ProgressBar, duration, print_columns, print_json, print_rows, progress_bar
-from .worker_setup import check_code, worker_settings
+from .worker_setup import check_code, serve_worker_metrics, worker_settings
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +222,9 @@ def _prepare(args: argparse.Namespace, store: PeeweeStateStore, bar: ProgressBar
 
 #: ``work --until-done``'s exit code for a job that was aborted.
 EXIT_ABORTED = 3
+#: ``work --until-done``'s exit code when one SIGTERM stopped it before the job was over
+#: (EX_TEMPFAIL): a Kubernetes Job must not count a drained pod as done.
+EXIT_NOT_DONE = 75
 
 
 def _work(args: argparse.Namespace, store: PeeweeStateStore, job_id: str, workers: int) -> int:
@@ -229,6 +232,9 @@ def _work(args: argparse.Namespace, store: PeeweeStateStore, job_id: str, worker
     if until_done and (args.max_batches or args.max_duration):
         raise usage_error("--until-done excludes --max-batches and --max-duration")
     settings = worker_settings(args, job_id)
+    if getattr(args, "metrics_port", None) is not None:
+        port = serve_worker_metrics(args.metrics_port)[1]
+        print(f"{PROG}: worker metrics at http://127.0.0.1:{port}/metrics", file=sys.stderr)
     bar = progress_bar(args)
     job = store.get_job_state(job_id)
 
@@ -259,7 +265,11 @@ def _work(args: argparse.Namespace, store: PeeweeStateStore, job_id: str, worker
     else:
         _print_run_report(args, report)
     if interruption is not None:
-        return _interrupted(args, job_id, interruption)
+        code = _interrupted(args, job_id, interruption)
+        if code == 0 and until_done and not _terminal(store, job_id):
+            print(f"{PROG}: job {job_id} is not over yet: exit {EXIT_NOT_DONE}", file=sys.stderr)
+            return EXIT_NOT_DONE
+        return code
     return _exit_code(args, job_id, report, outcomes)
 
 

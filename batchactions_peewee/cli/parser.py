@@ -29,6 +29,7 @@ from .dashboard_command import (
     add_metrics_options,
     cmd_dashboard,
     cmd_metrics,
+    parse_port,
 )
 from .job_commands import cmd_prepare, cmd_run, cmd_work
 from .report_commands import cmd_failed, cmd_jobs, cmd_reclaim, cmd_status
@@ -381,10 +382,19 @@ def _job_commands(command: _AddCommand) -> None:
         help="each worker stops at the first batch boundary after MS milliseconds",
     )
     sub.add_argument(
+        "--metrics-port",
+        metavar="PORT",
+        type=parse_port,
+        help="serve the worker's Prometheus counters (WorkerMetrics) at "
+        "http://127.0.0.1:PORT/metrics while it works (0: any free port; --workers 1; "
+        "extra [prometheus])",
+    )
+    sub.add_argument(
         "--until-done",
         action="store_true",
         help="exit only once the job is COMPLETED (0) or FAILED (1), waiting while other "
-        "workers hold batches; 3 if it is aborted (for a Kubernetes Job)",
+        "workers hold batches; 3 if it is aborted, 75 if a SIGTERM stopped it first "
+        "(for a Kubernetes Job)",
     )
     _json_option(sub)
 

@@ -8,15 +8,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import threading
 from collections.abc import Iterator
 
 import pydantic
 
+from ..engine.events import EventHandler
 from ..engine.pool import WorkerSettings
 from ..engine.sources import with_source_errors
 from ..engine.supervision import pool_worker_ids
 from ..errors import InvalidInputError
 from ..store import PeeweeStateStore
+from ..web.server import loopback_hosts_only, make_server
 from .common import (
     CliError,
     configure_logging,
@@ -83,6 +86,12 @@ def worker_settings(args: argparse.Namespace, job_id: str) -> WorkerSettings:
         pool_worker_ids(worker_id, args.workers)
     except InvalidInputError as exc:
         raise usage_error(f"--worker-id: {exc} (with --workers {args.workers})") from None
+    metrics_port = getattr(args, "metrics_port", None)
+    if metrics_port is not None and args.workers != 1:
+        raise usage_error(
+            "--metrics-port serves the counters of one process's worker: with --workers "
+            f"{args.workers}, run {args.workers} work commands, each with its own port"
+        )
     url = database_url(args)
     return WorkerSettings(
         job_id=job_id,
@@ -105,4 +114,39 @@ def worker_settings(args: argparse.Namespace, job_id: str) -> WorkerSettings:
         max_duration_ms=getattr(args, "max_duration", None),
         concurrency=args.concurrency,
         worker_id=worker_id,
+        load_observer=(
+            functools.partial(worker_observer, metrics_port)
+            if metrics_port is not None
+            else _no_observer
+        ),
     )
+
+
+@functools.cache
+def serve_worker_metrics(port: int) -> tuple[EventHandler, int]:
+    """This process's ``WorkerMetrics`` (in prometheus_client's ``REGISTRY``), served at
+    http://127.0.0.1:PORT/metrics on a daemon thread from the first call on, for as long
+    as the process lives: its ``observe``, and the port (``port`` 0: a free one)."""
+    try:
+        from ..contrib.prometheus import WorkerMetrics
+    except ImportError as exc:
+        raise usage_error(f"--metrics-port: {first_line(exc)}") from None
+    from prometheus_client import REGISTRY, make_wsgi_app
+
+    try:
+        server = make_server("127.0.0.1", port, loopback_hosts_only(make_wsgi_app(REGISTRY)))
+    except OSError as exc:
+        raise CliError(
+            f"--metrics-port: cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}"
+        ) from None
+    threading.Thread(target=server.serve_forever, name="worker-metrics", daemon=True).start()
+    return WorkerMetrics().observe, server.server_address[1]
+
+
+def worker_observer(port: int) -> EventHandler:
+    """The worker's ``on_event`` for ``--metrics-port``: see ``serve_worker_metrics``."""
+    return serve_worker_metrics(port)[0]
+
+
+def _no_observer() -> None:
+    return None

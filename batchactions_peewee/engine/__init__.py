@@ -17,6 +17,7 @@ from .events import (
     LeaseLost,
     ProcessingContext,
     RecordFailed,
+    StoreErrorOutlived,
     WorkerEvent,
     WorkerSummary,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "PreviewResult",
     "ProcessingContext",
     "RecordFailed",
+    "StoreErrorOutlived",
     "Worker",
     "WorkerEvent",
     "WorkerSummary",

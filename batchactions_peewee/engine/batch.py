@@ -12,6 +12,7 @@ from typing import Any
 
 import pydantic
 
+from ..logfields import log_fields
 from ..model import (
     BatchReservation,
     BatchStatus,
@@ -155,7 +156,13 @@ class RecordProcessing:
                 if attempt >= self.max_retries:
                     return failed_record(index, raw, parsed, exc, attempt)
                 attempt += 1
-                logger.debug("record %d failed (%s); retry %d", index, exc, attempt)
+                logger.debug(
+                    "record %d failed (%s); retry %d",
+                    index,
+                    exc,
+                    attempt,
+                    extra=log_fields(context.job_id, context.batch_id),
+                )
                 self.wait(self.retry_delay_ms * 2 ** (attempt - 1) / 1000, context.lease_lost)
                 if context.lease_lost.is_set():
                     return None

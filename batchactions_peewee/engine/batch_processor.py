@@ -24,6 +24,7 @@ from typing import Any, cast
 import pydantic
 
 from ..errors import InvalidInputError, StoreUnavailable
+from ..logfields import log_fields
 from ..model import (
     BatchReservation,
     Processed,
@@ -347,7 +348,12 @@ class BatchProcessing:
         """Every record failed by ``exc``: the processor raised after its last retry, or
         answered what it may not (not retried)."""
         if isinstance(exc, BadAnswer):
-            logger.error("%s; every record of the batch fails", exc)
+            context = ready[0][4] if ready else None
+            logger.error(
+                "%s; every record of the batch fails",
+                exc,
+                extra=log_fields(context.job_id, context.batch_id) if context else log_fields(),
+            )
         return [failed_record(r[0], r[1], r[2], exc, retries) for r in ready]
 
     def _with(self, work: BatchWork, settled: list[Settled], retries: int) -> BatchWork:

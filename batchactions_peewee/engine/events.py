@@ -43,7 +43,8 @@ class BatchResult:
     ``retries`` counts processor retries, ``lease_lost`` says the batch was given up because
     another worker may own it, ``finalized`` that this call finalized the job, ``reason``
     why nothing was claimed, and ``aborted`` that the job was aborted while the batch was
-    in hand (it was given back, nothing written).
+    in hand (it was given back, nothing written). ``given_back`` says ``Worker.drain``
+    (SIGTERM) stopped the worker with the batch in hand: it was released, nothing written.
     """
 
     claimed: bool
@@ -58,6 +59,7 @@ class BatchResult:
     finalized: bool = False
     reason: ClaimFailureReason | None = None
     aborted: bool = False
+    given_back: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +158,16 @@ class LeaseLost(WorkerEvent):
 
     batch_id: str
     batch_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreErrorOutlived(WorkerEvent):
+    """A database failure that ``run`` outlives (``WorkerSummary.store_errors`` counts
+    them): the batch in hand, if any, was abandoned and the worker tries again after a
+    pause. ``error`` is the failure's first line, ``in_a_row`` how many failed in a row."""
+
+    error: str
+    in_a_row: int
 
 
 @dataclass(frozen=True, slots=True)

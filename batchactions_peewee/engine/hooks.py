@@ -20,6 +20,7 @@ from typing import Any
 import pydantic
 
 from ..errors import InvalidInputError
+from ..logfields import log_fields
 from ..model import ProcessedRecord, RecordStatus, trusted_record
 from .batch import Done, Ready, RecordProcessing, failed_record, invalid_record
 from .events import ProcessingContext
@@ -148,7 +149,12 @@ class HookedRecordProcessing(RecordProcessing):
                 self.hooks.after_process(given, context)
             except Exception as exc:
                 # The processor succeeded: it is not run again.
-                logger.debug("after_process failed for record %d: %s", index, exc)
+                logger.debug(
+                    "after_process failed for record %d: %s",
+                    index,
+                    exc,
+                    extra=log_fields(context.job_id, context.batch_id),
+                )
                 return failed_record(index, raw, parsed, exc, result[3])
         return result
 

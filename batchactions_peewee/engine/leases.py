@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 
+from ..logfields import log_fields
 from ..model import BatchReservation
 from ..ports import WorkerStore
 from .io import close_connection
@@ -46,6 +47,12 @@ class Leases:
         self._held: list[Held] = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+
+    def lose_all(self) -> None:
+        """Mark every reservation held now as lost: its batch is given up (``drain``)."""
+        with self._changed:
+            for held in self._held:
+                held.lost.set()
 
     def hold(self, reservation: BatchReservation, store: WorkerStore, interval_s: float) -> Held:
         """Renew ``reservation`` through ``store`` every ``interval_s`` until released."""
@@ -120,7 +127,12 @@ def _renew_one(held: Held) -> bool:
     try:
         renewed = held.store.heartbeat(held.reservation)
     except Exception:
-        logger.warning("lease renewal failed; trying again", exc_info=True)
+        res = held.reservation
+        logger.warning(
+            "lease renewal failed; trying again",
+            exc_info=True,
+            extra=log_fields(res.job_id, res.batch_id, res.worker_id),
+        )
         return True
     if not renewed:
         held.lost.set()

@@ -34,11 +34,12 @@ from .events import (
     BatchClaimed,
     BatchCompleted,
     BatchFailed,
+    EventHandler,
     RecordFailed,
     WorkerEvent,
     WorkerSummary,
 )
-from .supervision import EXIT_SIGTERM, SignalRelay, die_with_parent, drain, pool_worker_ids
+from .supervision import EXIT_SIGTERM, SignalRelay, die_with_parent, pool_worker_ids
 from .worker import Worker
 
 POLL_S = 0.5
@@ -73,7 +74,8 @@ class WorkerSettings:
     ``transactional`` or not; ``describe_error`` is the one-line text of an error that
     stopped the worker; ``max_batches`` and ``max_duration_ms`` are each worker's ``run``
     limits; ``concurrency`` is each worker's records in flight (``Worker(concurrency=...)``);
-    ``worker_id`` names the worker (``ID-1`` .. ``ID-N`` for N of them), else each picks one.
+    ``worker_id`` names the worker (``ID-1`` .. ``ID-N`` for N of them), else each picks one;
+    ``load_observer`` gives a handler that gets the worker's events too (None: none).
     """
 
     job_id: str
@@ -92,6 +94,7 @@ class WorkerSettings:
     max_duration_ms: int | None = None
     concurrency: int = 1
     worker_id: str | None = None
+    load_observer: Callable[[], EventHandler | None] = _nothing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,6 +204,7 @@ class _StopEvents:
 def _run_worker(
     settings: WorkerSettings, events: _StopEvents, tally: _Tally, worker_id: str | None
 ) -> WorkerSummary:
+    observer = settings.load_observer()
     with settings.open_store() as store:
         worker = Worker(
             store,
@@ -213,7 +217,7 @@ def _run_worker(
             retry_delay_ms=settings.retry_delay_ms,
             lease_timeout_ms=settings.lease_timeout_ms,
             worker_id=worker_id,
-            on_event=tally,
+            on_event=tally if observer is None else _both(tally, observer),
             concurrency=settings.concurrency,
         )
         finished = threading.Event()
@@ -230,11 +234,24 @@ def _run_worker(
             watch.join()
 
 
+def _both(tally: _Tally, observer: EventHandler) -> EventHandler:
+    def handle(event: WorkerEvent) -> None:
+        tally(event)
+        observer(event)
+
+    return handle
+
+
 def _stop_when_asked(worker: Worker, events: _StopEvents, finished: threading.Event) -> None:
     stopped = False
-    while not finished.wait(STOP_POLL_S):
+    # Waiting on the drain event itself: a SIGTERM takes effect at once, not a poll later
+    # (records a few milliseconds long would go on being processed meanwhile).
+    while not finished.is_set():
+        events.drain.wait(STOP_POLL_S)
+        if finished.is_set():
+            return
         if events.drain.is_set() or (events.mine is not None and events.mine.is_set()):
-            drain(worker)
+            worker.drain()
             return
         if events.stop.is_set() and not stopped:
             worker.stop()

@@ -17,6 +17,7 @@ import pydantic
 
 from ..checks import check_id
 from ..errors import InvalidInputError, InvalidValueError, JobAbortedError, JobExistsError
+from ..logfields import log_fields
 from ..model import Batch, BatchStatus, JobConfig, JobState, JobStatus
 from ..ports import DistributedStateStore, WorkerIO
 from .io import worker_io
@@ -198,7 +199,9 @@ def _discard(store: DistributedStateStore, job_id: str) -> None:
     try:
         delete(job_id)
     except Exception:
-        logger.exception("could not delete the partly prepared job %s", job_id)
+        logger.exception(
+            "could not delete the partly prepared job %s", job_id, extra=log_fields(job_id)
+        )
 
 
 def _now(store: object) -> int:

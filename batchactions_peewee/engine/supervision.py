@@ -1,7 +1,7 @@
 """Workers under a supervisor (systemd, Kubernetes, Celery): stop signals, the parent's
 death, and the worker ids of a pool.
 
-SIGTERM asks a worker to finish the record in hand and give its batch back (``drain``); a
+SIGTERM asks a worker to finish the record in hand and give its batch back (``Worker.drain``); a
 second stop signal ends the process at once with 128 + its number (``EXIT_SIGTERM``,
 ``EXIT_SIGINT``). A worker child ends when its parent dies: Linux's ``PR_SET_PDEATHSIG``
 sends it SIGTERM, and a thread watching the parent's pid does the same elsewhere.
@@ -21,7 +21,6 @@ from collections.abc import Callable
 from typing import Any
 
 from ..checks import check_worker_id
-from .worker import Worker
 
 #: Exit codes of a second stop signal, the shell's convention (128 + the signal's number).
 EXIT_SIGINT = 128 + signal.SIGINT
@@ -31,16 +30,6 @@ _PR_SET_PDEATHSIG = 1
 PARENT_POLL_S = 0.5
 
 logger = logging.getLogger(__name__)
-
-
-def drain(worker: Worker) -> None:
-    """Ask ``worker`` to return after the record in hand: the batches it holds count as
-    lost, so each is given back (released) before its next record instead of finished."""
-    worker.stop()
-    leases = worker._leases  # the worker's own renewal thread: nothing else marks them
-    with leases._changed:
-        for held in leases._held:
-            held.lost.set()
 
 
 def pool_worker_ids(worker_id: str | None, count: int) -> list[str | None]:

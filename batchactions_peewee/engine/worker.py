@@ -26,6 +26,7 @@ import pydantic
 
 from ..checks import check_id, check_worker_id
 from ..errors import InvalidInputError, InvalidValueError, JobNotFoundError, StoreUnavailable
+from ..logfields import log_fields
 from ..model import (
     BatchReservation,
     ClaimFailureReason,
@@ -51,6 +52,7 @@ from .events import (
     JobPaused,
     JobResumed,
     LeaseLost,
+    StoreErrorOutlived,
     WorkerEvent,
     WorkerSummary,
     record_failed_event,
@@ -86,7 +88,7 @@ class _Tally:
 
     def add(self, result: BatchResult) -> None:
         self.finalized = self.finalized or result.finalized
-        if not result.claimed or result.aborted:
+        if not result.claimed or result.aborted or result.given_back:
             return
         if result.lease_lost:
             self.leases_lost += 1
@@ -214,6 +216,7 @@ class Worker:
         self.on_event = on_event
         self._sleep = sleep
         self._stopping = threading.Event()
+        self._draining = threading.Event()
         self._total_records: dict[str, int] = {}
         self._leases = Leases(f"lease-{self.worker_id}")
         self.concurrency = check_concurrency(concurrency)
@@ -279,14 +282,23 @@ class Worker:
                 except StoreUnavailable as exc:
                     tally.store_errors += 1
                     in_a_row += 1
-                    if self._stopping.is_set():
-                        logger.warning("store call failed while stopping (%s); stopped", exc)
-                        break
-                    if in_a_row > self.store_error_limit:
+                    stopping = self._stopping.is_set()
+                    if not stopping and in_a_row > self.store_error_limit:
                         raise
-                    self._pause_after_store_error(exc, in_a_row)
+                    self._emit(
+                        StoreErrorOutlived(job_id, self.worker_id, _first_line(exc), in_a_row)
+                    )
+                    if stopping:
+                        logger.warning(
+                            "store call failed while stopping (%s); stopped",
+                            exc,
+                            extra=log_fields(job_id, worker_id=self.worker_id),
+                        )
+                        break
+                    self._pause_after_store_error(job_id, exc, in_a_row)
         finally:
             self._stopping.clear()
+            self._draining.clear()
             self._behind.close(self.store, self._give_back)
             self._leases.close()
             self._in_flight.close()
@@ -352,18 +364,28 @@ class Worker:
             return True
         if not tally.paused:
             tally.paused = True
-            logger.info("job %s is paused; worker %s waits", job_id, self.worker_id)
+            logger.info(
+                "job %s is paused; worker %s waits",
+                job_id,
+                self.worker_id,
+                extra=log_fields(job_id, worker_id=self.worker_id),
+            )
             self._emit(JobPaused(job_id, self.worker_id))
         self._stopping.wait(self._poll_interval_s)
         return False
 
     def _aborted(self, job_id: str, tally: _Tally) -> bool:
-        logger.info("job %s was aborted; worker %s stops", job_id, self.worker_id)
+        logger.info(
+            "job %s was aborted; worker %s stops",
+            job_id,
+            self.worker_id,
+            extra=log_fields(job_id, worker_id=self.worker_id),
+        )
         tally.stopped = "aborted"
         self._emit(JobAborted(job_id, self.worker_id))
         return True
 
-    def _pause_after_store_error(self, exc: BaseException, in_a_row: int) -> None:
+    def _pause_after_store_error(self, job_id: str, exc: BaseException, in_a_row: int) -> None:
         # Exponential, capped and jittered, so that workers cut off together do not all
         # come back at once; stop() ends the pause early.
         ceiling = min(self.store_backoff_cap_s, 0.1 * 2 ** (in_a_row - 1))
@@ -376,6 +398,7 @@ class Worker:
             in_a_row,
             self.store_error_limit,
             exc_info=logger.isEnabledFor(logging.DEBUG),
+            extra=log_fields(job_id, worker_id=self.worker_id),
         )
         if self._sleep is not None:
             self._sleep(delay)
@@ -429,6 +452,15 @@ class Worker:
     def stop(self) -> None:
         """Ask ``run`` to return after the batch in hand (safe from any thread)."""
         self._stopping.set()
+
+    def drain(self) -> None:
+        """Ask ``run`` to return after the record in hand, as on SIGTERM (safe from any
+        thread): each batch held is given back (released, PENDING again for any worker)
+        before its next record instead of finished; its records done so far are processed
+        again, at least once, as after a crash. Records written behind are written first."""
+        self._draining.set()
+        self._stopping.set()
+        self._leases.lose_all()
 
     # -- one batch ------------------------------------------------------------------------
 
@@ -519,8 +551,15 @@ class Worker:
         if work.lease_lost and worker_io(self.store)._job_status(res.job_id) == JobStatus.ABORTED:
             # The renewal was refused because the job was aborted: the batch is given back.
             return _batch_result(res, work, aborted=True)
+        if work.lease_lost and self._draining.is_set():
+            logger.info("gave batch %s back (stopping)", res.batch_id, extra=self._fields(res))
+            return _batch_result(res, work, given_back=True)
         if work.lease_lost:
-            logger.warning("lost the lease on batch %s; its results were not written", res.batch_id)
+            logger.warning(
+                "lost the lease on batch %s; its results were not written",
+                res.batch_id,
+                extra=self._fields(res),
+            )
             self._emit(LeaseLost(res.job_id, self.worker_id, res.batch_id, res.batch_index))
             complete = report and self._job_complete(res.job_id)
             return _batch_result(res, work, lease_lost=True, job_complete=complete)
@@ -534,7 +573,10 @@ class Worker:
                 # The batch is written and counts as this worker's; finalizing is left to
                 # the next call (or to another worker).
                 logger.warning(
-                    "batch %s written; the job is not finalized yet: %s", res.batch_id, exc
+                    "batch %s written; the job is not finalized yet: %s",
+                    res.batch_id,
+                    exc,
+                    extra=self._fields(res),
                 )
         return _batch_result(
             res,
@@ -622,7 +664,7 @@ class Worker:
         try:
             worker_io(self.store)._release_reservation(res)
         except Exception:
-            logger.exception("could not release batch %s", res.batch_id)
+            logger.exception("could not release batch %s", res.batch_id, extra=self._fields(res))
 
     # -- job level ------------------------------------------------------------------------
 
@@ -645,13 +687,22 @@ class Worker:
     def _finalize(self, job_id: str) -> bool:
         if not self.store.try_finalize_job(job_id):
             return False
-        logger.info("worker %s finalized job %s", self.worker_id, job_id)
+        logger.info(
+            "worker %s finalized job %s",
+            self.worker_id,
+            job_id,
+            extra=log_fields(job_id, worker_id=self.worker_id),
+        )
         if self.on_event is not None:
             try:
                 status = worker_io(self.store)._job_status(job_id) or JobStatus.COMPLETED
                 progress = self.store.get_progress(job_id)
             except Exception:
-                logger.exception("job %s finalized, but its summary could not be read", job_id)
+                logger.exception(
+                    "job %s finalized, but its summary could not be read",
+                    job_id,
+                    extra=log_fields(job_id, worker_id=self.worker_id),
+                )
             else:
                 self._emit(JobCompleted.of(job_id, self.worker_id, status, progress))
         return True
@@ -664,7 +715,14 @@ class Worker:
         try:
             self.on_event(event)
         except Exception:
-            logger.exception("on_event raised for %s; ignored", type(event).__name__)
+            logger.exception(
+                "on_event raised for %s; ignored",
+                type(event).__name__,
+                extra=log_fields(event.job_id, worker_id=self.worker_id),
+            )
+
+    def _fields(self, res: BatchReservation) -> dict[str, str | None]:
+        return log_fields(res.job_id, res.batch_id, self.worker_id)
 
     def _emit_record_failed(self, res: BatchReservation, record: ProcessedRecord) -> None:
         if self.on_event is not None:

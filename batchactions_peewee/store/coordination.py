@@ -8,7 +8,7 @@ lost connection the statement's "landed" probe says whether the lost attempt com
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import codec
@@ -45,10 +45,16 @@ class _Sent:
     stamp: int | None = None
     transaction: object = None
     finished: BatchStatus | None = None  # the status a transactional FINISH sent
+    sent_before: list[BatchStatus] = field(default_factory=list)  # earlier attempts sent
 
 
 class _FencedOff(Exception):
     """Raised inside a transactional FINISH that matched nothing, to roll it back."""
+
+
+class _LandedBefore(Exception):
+    """Raised inside a FINISH that matched nothing because an earlier attempt of it
+    landed: rolls back what this attempt's ``produce()`` wrote again."""
 
 
 #: Record rows as ``records.upsert`` takes them.
@@ -226,6 +232,8 @@ class Coordination:
 
         def finish() -> bool:
             status, processed, failed, rows = produce()
+            if sent.finished is not None:
+                sent.sent_before.append(sent.finished)
             sent.finished = None
             fence = (
                 status.value,
@@ -238,17 +246,24 @@ class Coordination:
                 _PROCESSING,
             )
             if self.session.changed(self.sql.finish, fence) != 1:
+                if any(landed_as(before) for before in sent.sent_before):
+                    # An earlier attempt's COMMIT landed after its connection was lost,
+                    # later than the probe that looked for it.
+                    raise _LandedBefore
                 raise _FencedOff  # rolls back what produce() wrote
             if rows:
                 self.records.upsert(rows)
             sent.finished = status
             return True
 
+        def landed_as(status: BatchStatus) -> bool:
+            params = (r.batch_id, r.job_id, r.worker_id, r.version + 1, status.value)
+            return self.session.exists(self.sql.finished, params)
+
         def finished() -> bool | None:
             if sent.finished is None:
                 return None
-            params = (r.batch_id, r.job_id, r.worker_id, r.version + 1, sent.finished.value)
-            return True if self.session.exists(self.sql.finished, params) else None
+            return True if landed_as(sent.finished) else None
 
         try:
             # The processor's Python work before its first write runs without SQLite's
@@ -256,6 +271,8 @@ class Coordination:
             return self.session.write(finish, landed=finished, lock_first=False)
         except _FencedOff:
             return False
+        except _LandedBefore:
+            return True
 
     def finalize(self, job_id: str) -> bool:
         """FINALIZE: True for exactly one caller, once every batch is COMPLETED or FAILED."""

@@ -155,6 +155,7 @@ def test_sigterm_finishes_the_record_in_hand_gives_the_batch_back_and_exits_0(
         run.kill()
     assert run.returncode == 0, err
     assert "stopped on SIGTERM" in err
+    assert "lost the lease" not in err, "a batch given back is not a lease lost"
     assert sorted(_marks(tmp_path, "started")) == sorted(_marks(tmp_path, "done")), (
         "every record begun was finished"
     )
@@ -278,3 +279,30 @@ def test_until_done_waits_for_the_batch_another_worker_holds(
     assert waiter.returncode == 0, err
     assert holder.returncode == 0
     assert _counts(target, job_id).get("processed") == 40
+
+
+@pytest.mark.slow
+def test_until_done_stopped_by_sigterm_before_the_end_exits_75(
+    tmp_path: Path, sqlite_target: Target
+) -> None:
+    """A drained pod of a Kubernetes Job must not count as done: one SIGTERM gives the
+    batch back as always, but exits 75 (EX_TEMPFAIL) while the job is not over."""
+    job_id = _prepare(tmp_path, sqlite_target, records=20, batch_size=10)
+    # Records of 50 ms: the job cannot end between the SIGTERM and its drain.
+    run = _work(tmp_path, sqlite_target, job_id, "--until-done", HOLD="go", RECORD_S="0.05")
+    try:
+        _wait_for(lambda: bool(_marks(tmp_path, "held")), "a record held")
+        run.send_signal(signal.SIGTERM)
+        lines: list[str] = []
+        assert run.stderr is not None
+        threading.Thread(target=lambda: lines.extend(run.stderr or []), daemon=True).start()
+        _wait_for(lambda: any("stopping" in line for line in lines), "the notice")
+        (tmp_path / "marks" / "go").touch()
+        run.wait(timeout=30)
+    finally:
+        run.kill()
+    assert run.returncode == 75, "".join(lines)
+    assert any("not over yet" in line for line in lines)
+    status = sqlite_target.store()[0].get_distributed_status(job_id)
+    assert status.processing_batches == 0, "the batch in hand was given back"
+    _finish(tmp_path, sqlite_target, job_id, records=20)

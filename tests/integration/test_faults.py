@@ -80,6 +80,39 @@ def test_a_completion_that_committed_unseen_reports_success(
     assert [x.index for x in peewee_store.get_processed_records(j.id)] == [0]
 
 
+def test_a_completion_whose_commit_lands_after_its_probe_looked_reports_success(
+    peewee_store: PeeweeStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server may apply a COMMIT sent just before the connection died later than the
+    probe on a new connection reads: the completion is then sent again, finds its batch
+    changed, and must see that the change is its own (not report a lease lost)."""
+    j = job(batches=1)
+    peewee_store.save_job_state(j)
+    r = peewee_store.claim_batch(j.id, "w1").reservation
+    assert r is not None
+    session = peewee_store._parts.coordination.session
+    probes: list[bool] = []
+    real_exists = session.exists
+
+    def probe_too_early(sql: str, params: Any) -> bool:
+        if not probes:  # the first probe reads before the COMMIT is applied
+            probes.append(False)
+            return False
+        probes.append(real_exists(sql, params))
+        return probes[-1]
+
+    monkeypatch.setattr(session, "exists", probe_too_early)
+    left = lose_connection_after_commits(monkeypatch, peewee_store, 1)
+    assert peewee_store.complete_batch(
+        r, processed_count=1, failed_count=0, records=[record(0, "processed")]
+    )
+    assert left == [0]
+    assert probes == [False, True]
+    assert [x.index for x in peewee_store.get_processed_records(j.id)] == [0]
+    status = peewee_store.get_distributed_status(j.id)
+    assert (status.completed_batches, status.processing_batches) == (1, 0)
+
+
 def test_a_finalization_that_committed_unseen_still_has_exactly_one_winner(
     peewee_store: PeeweeStateStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

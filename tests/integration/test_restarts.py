@@ -36,7 +36,9 @@ from batchactions_peewee import (
     PeeweeStateStore,
     ProcessedRecord,
     ProcessingContext,
+    StoreErrorOutlived,
     Worker,
+    WorkerEvent,
     prepare_job,
 )
 from batchactions_peewee.store.session import as_store_error
@@ -287,6 +289,29 @@ def test_run_raises_the_store_error_after_the_limit_of_failures_in_a_row() -> No
     assert store.raised == 8  # the limit outlived, the next one raised
     assert len(pauses) == 7
     assert max(pauses) <= 0.5 and pauses[-1] >= 0.25  # capped, still jittered
+
+
+def test_each_store_error_outlived_is_an_event_and_the_raised_one_is_not() -> None:
+    store = FlakyStore()
+    job_id = flaky_job(store)
+    store.fail_before["claim_batch"] = 3
+    events: list[WorkerEvent] = []
+    summary = Worker(store, noop, sleep=lambda s: None, on_event=events.append).run(job_id)
+    outlived = [e for e in events if isinstance(e, StoreErrorOutlived)]
+    assert [e.in_a_row for e in outlived] == [1, 2, 3] == list(range(1, summary.store_errors + 1))
+    assert {(e.job_id, e.worker_id) for e in outlived} == {(job_id, summary.worker_id)}
+    assert all("injected" in e.error and "\n" not in e.error for e in outlived)
+
+    failing = FlakyStore()
+    failing_job = flaky_job(failing)
+    failing.fail_before["claim_batch"] = 1000
+    events.clear()
+    worker = Worker(failing, noop, sleep=lambda s: None, on_event=events.append)
+    worker.store_error_limit = 2
+    with pytest.raises(pw.OperationalError, match="injected"):
+        worker.run(failing_job)
+    assert failing.raised == 3
+    assert [e.in_a_row for e in events if isinstance(e, StoreErrorOutlived)] == [1, 2]
 
 
 class TwoOfThreeClaimsFail(FlakyStore):

@@ -174,3 +174,27 @@ def test_limits_must_be_positive_integers(limit: Any) -> None:
             Worker(store, lambda r, c: None).run(job_id, **{option: limit})
     state = store.get_job_state(job_id)
     assert state is not None and state.batches[0].status == BatchStatus.PENDING
+
+
+def test_drain_gives_the_batch_in_hand_back_without_counting_a_lease_lost(store: Store) -> None:
+    """``Worker.drain`` (what SIGTERM calls) stops after the record in hand: the batch is
+    released, PENDING again, nothing of it written, and no LeaseLost is reported."""
+    job_id = prepare_job(store, numbered(10), batch_size=5).job_id
+    seen: list[int] = []
+    events: list[WorkerEvent] = []
+    worker: Worker
+
+    def processor(record: dict[str, Any], context: ProcessingContext) -> None:
+        seen.append(context.record_index)
+        if len(seen) == 2:
+            worker.drain()
+
+    worker = Worker(store, processor, on_event=events.append, lease_timeout_ms=60_000)
+    summary = worker.run(job_id)
+    assert summary.stopped == "stopped"
+    assert (summary.batches, summary.processed, summary.leases_lost) == (0, 0, 0)
+    assert seen == [0, 1], "the record in hand was finished, no later one begun"
+    assert not [e for e in events if isinstance(e, LeaseLost)]
+    status = store.get_distributed_status(job_id)
+    assert (status.pending_batches, status.processing_batches) == (2, 0)
+    assert store.get_progress(job_id).processed_records == 0

@@ -24,6 +24,10 @@ EXAMPLE_URL = {
     "postgres": "postgresql://postgres@127.0.0.1:5432/postgres",
 }
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+#: The Celery tests' broker (tests/support/celery_app.py), a RabbitMQ server.
+BROKER_ENV = "BATCHACTIONS_TEST_BROKER_URL"
+BROKER_EXAMPLE = "amqp://guest:guest@127.0.0.1:5672//"
+BROKER_URL = os.environ.get(BROKER_ENV) or BROKER_EXAMPLE
 
 
 def server_url(kind: str) -> str | None:
