@@ -17,6 +17,9 @@ files. Every name of the public contract is importable from this package; the er
 in :mod:`batchactions_peewee.errors`.
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .engine import (
     BatchClaimed,
     BatchCompleted,
@@ -65,7 +68,28 @@ from .store import PeeweeStateStore
 
 __version__ = "0.1.0"
 
+#: Names importable from here whose modules load only when first asked for: they need the
+#: ``[asyncio]`` extra (greenlet and the async drivers), which a core install lacks.
+_ASYNC_NAMES = {
+    "AsyncPeeweeStateStore": ".store.async_facade",
+    "AsyncWorker": ".engine.async_worker",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _ASYNC_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module, __name__), name)
+
+
+if TYPE_CHECKING:
+    from .engine.async_worker import AsyncWorker
+    from .store.async_facade import AsyncPeeweeStateStore
+
 __all__ = [
+    "AsyncPeeweeStateStore",
+    "AsyncWorker",
     "Batch",
     "BatchActionsError",
     "BatchClaimed",

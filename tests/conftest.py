@@ -10,8 +10,9 @@ from contextlib import ExitStack
 import pytest
 from hypothesis import HealthCheck, settings
 
-from batchactions_peewee import InMemoryStateStore, PeeweeStateStore
+from batchactions_peewee import PeeweeStateStore
 
+from .support.async_stores import ASYNC_BACKENDS, ASYNC_PREFIX, sync_kind
 from .support.backends import (
     BROKER_ENV,
     BROKER_EXAMPLE,
@@ -22,7 +23,13 @@ from .support.backends import (
     server_url,
 )
 from .support.interop import FIXTURES_DIR
-from .support.stores import ALL_BACKENDS, PEEWEE_BACKENDS, SERVER_KINDS, Store, make_store
+from .support.stores import (
+    ALL_BACKENDS,
+    PEEWEE_BACKENDS,
+    SERVER_KINDS,
+    Store,
+    open_store,
+)
 
 settings.register_profile(
     "ci",
@@ -100,6 +107,8 @@ def url_for(
     """``url_for(kind)``: a database URL for a Peewee backend (skips a server not configured)."""
 
     def url(kind: str) -> str:
+        if kind in ASYNC_BACKENDS:
+            return ASYNC_PREFIX + url(sync_kind(kind))
         if kind == "sqlite":
             return f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
         if kind not in server_urls:
@@ -110,15 +119,8 @@ def url_for(
 
 
 def _store(kind: str, url_for: Callable[[str], str]) -> Iterator[Store]:
-    if kind == "memory":
-        yield InMemoryStateStore()
-        return
-    store, database = make_store(url_for(kind))
-    try:
+    with open_store(kind, url_for) as store:
         yield store
-    finally:
-        store.drop_tables()
-        database.close()
 
 
 @pytest.fixture(params=ALL_BACKENDS)

@@ -73,27 +73,7 @@ class AsyncRecords(Runner):
         raw: dict[str, Any],
         context: ProcessingContext,
     ) -> Result:
-        ready = process.prepare(index, raw, context)
-        if isinstance(ready, ProcessedRecord):
-            return ready
-        parsed, given = ready
-        processor = cast(AsyncProcessor, process.processor)
-        attempt = 0
-        while True:  # RecordProcessing._attempts, awaited
-            try:
-                await processor(given, context)
-            except Exception as exc:
-                if attempt >= process.max_retries:
-                    result: Result = failed_record(index, raw, parsed, exc, attempt)
-                    break
-                attempt += 1
-                await self._wait(process.retry_delay_ms * 2 ** (attempt - 1) / 1000, context)
-                if context.lease_lost.is_set():
-                    return None
-                continue
-            result = succeeded(index, raw, parsed, attempt)
-            break
-        return process.finish(index, raw, ready, result, context)
+        return await process_async(process, index, raw, context, self._wait)
 
     async def _wait(self, seconds: float, context: ProcessingContext) -> None:
         """The wait before a retry; it ends early when the lease is lost."""
@@ -117,6 +97,39 @@ class AsyncRecords(Runner):
             loop.call_soon_threadsafe(loop.stop)
             thread.join()
         loop.close()
+
+
+async def process_async(
+    process: RecordProcessing,
+    index: int,
+    raw: dict[str, Any],
+    context: ProcessingContext,
+    wait: Callable[[float, ProcessingContext], Awaitable[None]],
+) -> Result:
+    """One record through ``process`` with its ``async def`` processor awaited: the steps
+    before it, its attempts (``wait`` before each retry), the steps after it. None when
+    the lease is lost mid-retry."""
+    ready = process.prepare(index, raw, context)
+    if isinstance(ready, ProcessedRecord):
+        return ready
+    parsed, given = ready
+    processor = cast(AsyncProcessor, process.processor)
+    attempt = 0
+    while True:  # RecordProcessing._attempts, awaited
+        try:
+            await processor(given, context)
+        except Exception as exc:
+            if attempt >= process.max_retries:
+                result: Result = failed_record(index, raw, parsed, exc, attempt)
+                break
+            attempt += 1
+            await wait(process.retry_delay_ms * 2 ** (attempt - 1) / 1000, context)
+            if context.lease_lost.is_set():
+                return None
+            continue
+        result = succeeded(index, raw, parsed, attempt)
+        break
+    return process.finish(index, raw, ready, result, context)
 
 
 def _serve(loop: asyncio.AbstractEventLoop) -> None:

@@ -7,7 +7,6 @@ lost connection the statement's "landed" probe says whether the lost attempt com
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +22,7 @@ from ..model import (
     JobStatus,
 )
 from ..rows import RecordRow, batch_json
+from .dialects import open_connection
 from .jobs import Jobs
 from .records import Records
 from .session import Session
@@ -72,17 +72,17 @@ class Coordination:
         self.jobs = jobs
         self.records = records
         self._skip_locked: bool | None = None
-        self._lock = threading.Lock()
 
     def skip_locked(self) -> bool:
         """Whether claims may use ``SELECT ... FOR UPDATE SKIP LOCKED`` on this server."""
+        # Asked without a lock: pwasyncio's tasks share one thread, and a lock held across
+        # the query would block them all. Two first claims at once both ask; same answer.
         if self._skip_locked is None:
-            with self._lock:
-                self._skip_locked = self.session.run(self._server_skips_locked)
+            self._skip_locked = self.session.run(self._server_skips_locked)
         return self._skip_locked
 
     def _server_skips_locked(self) -> bool:
-        self.session.database.connect(reuse_if_open=True)  # the server version is known then
+        open_connection(self.session.database)  # the server version is known then
         return self.session.dialect.supports_skip_locked()
 
     # -- claim ----------------------------------------------------------------------------

@@ -112,6 +112,10 @@ class Dialect:
         """Each column of ``table`` with its SQL type (empty where nobody needs them)."""
         return {}
 
+    def indexes(self, table: str) -> list[tuple[str, list[str]]]:
+        """Each index of ``table``: its name and its columns, in order."""
+        return [(i.name, list(i.columns)) for i in self.database.get_indexes(table)]
+
     def transaction_id(self) -> object:
         """An id of the current transaction the server can later say was committed or not
         (None where it cannot)."""
@@ -173,7 +177,7 @@ class MySQLDialect(Dialect):
     def table_settings(self) -> list[str]:
         # utf8mb4 for full Unicode; a binary NO PAD collation so ids compare exactly
         # ("a" != "A" and "a" != "a "). utf8mb4_bin pads, so it is the last resort.
-        self.database.connect(reuse_if_open=True)
+        open_connection(self.database)
         version = self.database.server_version or (0,)
         if version >= (10,):
             collation = "utf8mb4_nopad_bin" if version >= (10, 2) else "utf8mb4_bin"
@@ -240,6 +244,17 @@ class PostgresDialect(Dialect):
         )
         return {name: kind for name, kind in cursor.fetchall()}
 
+    def indexes(self, table: str) -> list[tuple[str, list[str]]]:
+        # Not Peewee's get_indexes, whose relkind parameter asyncpg refuses as text.
+        cursor: Any = self.database.execute_sql(  # type: ignore[no-untyped-call]
+            "SELECT i.relname, ARRAY(SELECT pg_get_indexdef(x.indexrelid, k + 1, TRUE) "
+            "FROM generate_subscripts(x.indkey, 1) AS k ORDER BY k) "
+            "FROM pg_index AS x JOIN pg_class AS i ON i.oid = x.indexrelid "
+            "WHERE x.indrelid = to_regclass(%s) ORDER BY i.relname",
+            (f'"{table}"',),
+        )
+        return [(name, [c.strip('"') for c in columns]) for name, columns in cursor.fetchall()]
+
     def transaction_id(self) -> object:
         cursor: Any = self.database.execute_sql("SELECT txid_current()")  # type: ignore[no-untyped-call]
         return int(cursor.fetchone()[0])
@@ -277,6 +292,13 @@ def _driver_codes(exc: BaseException) -> Iterator[object]:
                 yield code
         if e.args and isinstance(e.args[0], int):
             yield e.args[0]
+
+
+def open_connection(database: pw.Database) -> None:
+    """Connect unless connected. Not ``connect(reuse_if_open=True)``: pwasyncio's
+    ``connect()`` takes no arguments (it always reuses the task's connection)."""
+    if database.is_closed():
+        database.connect()
 
 
 def check_database(database: object) -> pw.Database | pw.DatabaseProxy:

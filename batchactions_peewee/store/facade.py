@@ -52,7 +52,7 @@ from .coordination import Coordination
 from .dialects import Dialect, check_database, dialect_for, unwrap
 from .jobs import Jobs
 from .records import Records
-from .session import Clock, Session
+from .session import THREADS, Clock, Session, Waits
 from .statements import Statements
 from .tables import Tables, build_tables
 
@@ -64,11 +64,15 @@ class _Parts:
     """What a store builds once it knows its database: the dialect and the parts."""
 
     def __init__(
-        self, database: pw.Database | pw.DatabaseProxy, prefix: str, clock: Clock | None
+        self,
+        database: pw.Database | pw.DatabaseProxy,
+        prefix: str,
+        clock: Clock | None,
+        waits: Waits,
     ) -> None:
         real = unwrap(database)
         self.dialect: Dialect = dialect_for(real)
-        self.session = Session(real, self.dialect, clock)
+        self.session = Session(real, self.dialect, clock, waits)
         # MySQL's table settings depend on the server version: a query, retried as one.
         settings = self.session.run(self.dialect.table_settings)
         self.tables: Tables = build_tables(database, prefix, table_settings=settings)
@@ -92,6 +96,9 @@ class PeeweeStateStore:
     unreachable through the store's bounded retries raises ``StoreUnavailable``.
     """
 
+    #: How the store waits between attempts (``AsyncPeeweeStateStore`` waits on its loop).
+    _waits: Waits = THREADS
+
     def __init__(
         self,
         database: pw.Database | pw.DatabaseProxy,
@@ -113,7 +120,7 @@ class PeeweeStateStore:
         if self._built is None:
             with self._build_lock:
                 if self._built is None:
-                    self._built = _Parts(self.database, self.table_prefix, self._clock)
+                    self._built = _Parts(self.database, self.table_prefix, self._clock, self._waits)
         return self._built
 
     @property

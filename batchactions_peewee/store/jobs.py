@@ -236,7 +236,9 @@ class Jobs:
             return no_progress()
         total, started_at, distributed = head
         if distributed:
-            completed = pw.Case(None, [(B.status == BatchStatus.COMPLETED.value, 1)], 0)
+            # Literals, not parameters: asyncpg would type untyped parameters as text.
+            done = B.status == BatchStatus.COMPLETED.value
+            completed = pw.Case(None, [(done, pw.SQL("1"))], pw.SQL("0"))
             sums: Any = (
                 B.select(
                     pw.fn.COUNT(B.id),

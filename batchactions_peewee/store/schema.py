@@ -23,7 +23,7 @@ from playhouse.migrations import Runner
 
 from ..checks import check_table_prefix
 from ..errors import SchemaMismatchError
-from .dialects import dialect_for, unwrap
+from .dialects import Dialect, dialect_for, unwrap
 from .tables import Tables, build_tables
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -93,10 +93,11 @@ def create_tables(database: pw.Database, tables: Tables) -> None:
     provided it has every column we use; an index is created only if no index of that name
     or of those columns exists. Safe to run from several processes at once.
     """
+    dialect = dialect_for(database)
     for model in tables.all:
         _create_table(database, model)
         for index in model._meta.fields_to_index():
-            _create_index(database, model, index)
+            _create_index(database, dialect, model, index)
 
 
 def drop_tables(database: pw.Database, tables: Tables) -> None:
@@ -116,14 +117,14 @@ def _create_table(database: pw.Database, model: type[pw.Model]) -> None:
             raise
 
 
-def _create_index(database: pw.Database, model: type[pw.Model], index: Any) -> None:
+def _create_index(
+    database: pw.Database, dialect: Dialect, model: type[pw.Model], index: Any
+) -> None:
     name = model._meta.table_name
     columns = [f.column_name for f in index._expressions]
 
     def present() -> bool:
-        return any(
-            i.name == index._name or i.columns == columns for i in database.get_indexes(name)
-        )
+        return any(n == index._name or c == columns for n, c in dialect.indexes(name))
 
     if present():
         return

@@ -9,6 +9,8 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import peewee as pw
@@ -46,6 +48,10 @@ def as_store_error(exc: BaseException, attempts: int = 1) -> BaseException:
     it is about the database's operation, else ``exc`` itself."""
     if isinstance(exc, (StoreUnavailable, StatementTooLarge)) or not isinstance(exc, _OPERATIONAL):
         return exc
+    return _unavailable(exc, attempts)
+
+
+def _unavailable(exc: BaseException, attempts: int) -> StoreUnavailable:
     error = StoreUnavailable(
         f"the database is unavailable after {attempts} attempt(s): {type(exc).__name__}: {exc}"
     )
@@ -95,30 +101,62 @@ class DatabaseClock:
     def __call__(self) -> int:
         now = time.monotonic()
         with self._lock:
-            if self._offset_ms is None or now - self._read_at > _CLOCK_REFRESH_S:
-                before = time.monotonic()
-                cursor: Any = self._database.execute_sql(self._sql)  # type: ignore[no-untyped-call]
-                server_ms = int(cursor.fetchone()[0])
-                after = time.monotonic()
-                self._offset_ms = server_ms - (before + after) / 2 * 1000
-                self._read_at = after
-                now = after
-            return int(now * 1000 + self._offset_ms)
+            offset = self._offset_ms
+            if offset is not None and now - self._read_at <= _CLOCK_REFRESH_S:
+                return int(now * 1000 + offset)
+        # The query runs outside the lock: under pwasyncio's greenlets every task shares this
+        # thread, and a task waiting on the lock would block the one holding it. Two readers
+        # at once both read the server's clock; either offset is right.
+        before = time.monotonic()
+        cursor: Any = self._database.execute_sql(self._sql)  # type: ignore[no-untyped-call]
+        server_ms = int(cursor.fetchone()[0])
+        after = time.monotonic()
+        offset = server_ms - (before + after) / 2 * 1000
+        with self._lock:
+            self._offset_ms, self._read_at = offset, after
+        return int(after * 1000 + offset)
+
+
+@dataclass(frozen=True)
+class Waits:
+    """How a session waits between attempts, and the driver errors it knows besides
+    Peewee's: threads by default; a greenlet-aware sleep under ``playhouse.pwasyncio``,
+    whose asyncpg errors Peewee does not always translate."""
+
+    sleep: Callable[[float], None] = time.sleep
+    driver_errors: tuple[type[Exception], ...] = ()
+
+
+THREADS = Waits()
+
+#: The statement in flight in this thread or task: (bytes, records, limit). A context
+#: variable, since pwasyncio's tasks share one thread.
+_sending: ContextVar[tuple[int, int, int | None] | None] = ContextVar(
+    "batchactions_sending", default=None
+)
 
 
 class Session:
     """Runs the store's operations against ``database`` as ``dialect`` says.
 
     ``clock`` is the caller's (epoch ms); None means the database server's (this machine's
-    where the server has none to offer, as SQLite).
+    where the server has none to offer, as SQLite). ``waits`` says how to wait between
+    attempts.
     """
 
-    def __init__(self, database: pw.Database, dialect: Dialect, clock: Clock | None) -> None:
+    def __init__(
+        self, database: pw.Database, dialect: Dialect, clock: Clock | None, waits: Waits = THREADS
+    ) -> None:
         self.database = database
         self.dialect = dialect
+        self.waits = waits
         self._clock = clock
         self._server_clock = DatabaseClock(database, dialect.now_sql) if dialect.now_sql else None
-        self._sending = threading.local()  # this thread's statement: (bytes, records, limit)
+        self._errors: tuple[type[Exception], ...] = (
+            pw.DatabaseError,
+            pw.InterfaceError,
+            *waits.driver_errors,
+        )
 
     def now(self) -> int:
         """The store's clock in epoch ms."""
@@ -150,7 +188,7 @@ class Session:
         ``StatementTooLarge`` if the server's limit refuses it (nothing is sent then). The
         limit is asked for (once per connection) only from ``WEIGH_BYTES`` on."""
         limit = self.dialect.packet_limit(ask=size >= WEIGH_BYTES)
-        self._sending.statement = (size, records, limit)
+        _sending.set((size, records, limit))
         if limit is not None and size > limit:
             raise statement_too_large(size, limit, records)
 
@@ -160,7 +198,8 @@ class Session:
         the connection on a statement larger than its limit, asked on a new connection.
         None for a connection lost for another reason."""
         refused = self.dialect.refuses_packet(exc)
-        size, records, limit = getattr(self._sending, "statement", None) or (None, None, None)
+        sending = _sending.get()
+        size, records, limit = sending if sending is not None else (None, None, None)
         if not refused and (size is None or size < _SMALLEST_LIMIT):
             return None  # no statement of ours a server would refuse was in flight
         self.dialect.forget_packet_limit()  # the next connection may have another
@@ -223,7 +262,7 @@ class Session:
         nested = self.database.in_transaction()
         attempt, check_landed = 0, False
         while True:
-            self._sending.statement = None
+            _sending.set(None)
             try:
                 if check_landed and landed is not None:
                     outcome = landed()
@@ -233,7 +272,7 @@ class Session:
                     return operation()
                 with dialect.write_transaction(lock_first):
                     return operation()
-            except (pw.DatabaseError, pw.InterfaceError) as exc:
+            except self._errors as exc:
                 if isinstance(exc, StatementTooLarge):
                     raise  # refused before it was sent: trying again cannot help
                 if nested:
@@ -250,10 +289,12 @@ class Session:
                 stale = isinstance(exc, StaleStatement) and attempt == 1
                 if attempt >= MAX_ATTEMPTS or not (retriable or stale):
                     error = as_store_error(exc, attempt)
+                    if error is exc and retriable:  # a driver error Peewee left as it was
+                        error = _unavailable(exc, attempt)
                     if error is exc:
                         raise
                     raise error from exc
-            time.sleep(backoff_delay(attempt))
+            self.waits.sleep(backoff_delay(attempt))
 
     def drop_connection(self) -> None:
         """Forget this thread's dead connection; the next query opens a new one."""

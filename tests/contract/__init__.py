@@ -1,2 +1,3 @@
 """Contract tests: the same assertions on every backend, through the ``store`` and
-``peewee_store`` fixtures (InMemoryStateStore, SQLite, MySQL/MariaDB, PostgreSQL)."""
+``peewee_store`` fixtures (InMemoryStateStore, SQLite, MySQL/MariaDB, PostgreSQL);
+``store`` here also runs AsyncPeeweeStateStore on each database (see ``conftest``)."""

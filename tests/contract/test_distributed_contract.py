@@ -28,9 +28,11 @@ from batchactions_peewee.errors import (
     InvalidValueError,
 )
 
+from ..support.async_stores import LoopStore
 from ..support.factories import job, record
+from ..support.stores import on_tables, with_clock
 
-Store = InMemoryStateStore | PeeweeStateStore
+Store = InMemoryStateStore | PeeweeStateStore | LoopStore
 
 
 def claim(store: Store, job_id: str, worker: str = "w1") -> BatchReservation:
@@ -266,12 +268,7 @@ def test_complete_batch_with_bad_records_writes_nothing(store: Store) -> None:
 
 def test_heartbeat_fails_once_the_lease_is_lost(store: Store) -> None:
     now = [1_000]  # the store's clock, held still: the answer of the reclaim below is certain
-    if isinstance(store, PeeweeStateStore):
-        store = PeeweeStateStore(
-            store.database, table_prefix=store.table_prefix, clock=lambda: now[0]
-        )
-    else:
-        store = InMemoryStateStore(clock=lambda: now[0])
+    store = with_clock(store, lambda: now[0])
     j = job(batches=1)
     store.save_job_state(j)
     r = claim(store, j.id)
@@ -332,11 +329,11 @@ def test_finalize_writes_the_final_batch_list_into_the_job_row(store: Store) -> 
     r = claim(store, j.id)
     store.complete_batch(r, processed_count=2, failed_count=0)
     assert store.try_finalize_job(j.id)
-    if isinstance(store, PeeweeStateStore):
+    if isinstance(store, (PeeweeStateStore, LoopStore)):
         J = store.tables.jobs
         import json
 
-        raw: str = J.select(J.batches).where(J.id == j.id).scalar()
+        raw: str = on_tables(store, J.select(J.batches).where(J.id == j.id).scalar)
         assert json.loads(raw)[0]["status"] == "COMPLETED"
 
 

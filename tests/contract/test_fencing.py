@@ -26,11 +26,12 @@ from batchactions_peewee import (
     prepare_job,
 )
 
+from ..support.async_stores import LoopStore
 from ..support.factories import job, record
 from ..support.statement_count import assert_statements, intercept_statements, writes
-from ..support.stores import FakeClock
+from ..support.stores import FakeClock, with_clock
 
-Store = InMemoryStateStore | PeeweeStateStore
+Store = InMemoryStateStore | PeeweeStateStore | LoopStore
 
 LEASE_MS = 60_000
 
@@ -43,9 +44,7 @@ def claim(store: Store, job_id: str, worker: str) -> BatchReservation:
 
 def clocked(store: Store, clock: Callable[[], int]) -> Store:
     """A store of ``store``'s kind on its tables (a fresh one for memory) reading ``clock``."""
-    if isinstance(store, PeeweeStateStore):
-        return PeeweeStateStore(store.database, table_prefix=store.table_prefix, clock=clock)
-    return InMemoryStateStore(clock=clock)
+    return with_clock(store, clock)
 
 
 def row_version(store: PeeweeStateStore, batch_id: str) -> int:

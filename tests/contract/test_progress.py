@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from batchactions_peewee import (
     BatchReservation,
     BatchStatus,
-    InMemoryStateStore,
     JobProgress,
     PeeweeStateStore,
     RecordStatus,
@@ -21,12 +20,10 @@ from batchactions_peewee import (
 from batchactions_peewee.errors import InvalidInputError
 
 from ..support.factories import job, record, uid
-from ..support.stores import make_store
-
-Store = InMemoryStateStore | PeeweeStateStore
+from ..support.stores import CONTRACT_BACKENDS, AnyStore, open_any_store
 
 
-def progress_by_counting_records(store: Store, job_id: str, now: int) -> JobProgress:
+def progress_by_counting_records(store: AnyStore, job_id: str, now: int) -> JobProgress:
     """SPEC §3 progress computed the slow way: from the records themselves."""
     state = store.get_job_state(job_id)
     assert state is not None
@@ -66,7 +63,17 @@ def test_counters_agree_with_counting_records_on_random_histories(
     size: int,
 ) -> None:
     now = [10_000]
-    store = _open(store_kind, url_for, lambda: now[0])
+    with open_any_store(store_kind, url_for, lambda: now[0]) as store:
+        _random_history(store, now, history, batches, size)
+
+
+def _random_history(
+    store: AnyStore,
+    now: list[int],
+    history: list[tuple[str, list[RecordStatus], bool]],
+    batches: int,
+    size: int,
+) -> None:
     j = job(batches=batches, per_batch=size, started_at=1_000)
     store.save_job_state(j)
     for b in j.batches:  # the pending records prepare_job writes
@@ -97,19 +104,12 @@ def test_counters_agree_with_counting_records_on_random_histories(
         assert store.get_progress(j.id) == progress_by_counting_records(store, j.id, now[0])
 
 
-@pytest.fixture(params=["memory", "sqlite", "mysql", "postgres"])
+@pytest.fixture(params=CONTRACT_BACKENDS)
 def store_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def _open(kind: str, url_for: Callable[[str], str], clock: Callable[[], int]) -> Store:
-    if kind == "memory":
-        return InMemoryStateStore(clock=clock)
-    store, _ = make_store(url_for(kind), clock=clock)
-    return store
-
-
-def test_completion_counts_must_match_the_records_they_carry(store: Store) -> None:
+def test_completion_counts_must_match_the_records_they_carry(store: AnyStore) -> None:
     j = job(batches=1, per_batch=3)
     store.save_job_state(j)
     r = store.claim_batch(j.id, "w").reservation
@@ -127,7 +127,7 @@ def test_completion_counts_must_match_the_records_they_carry(store: Store) -> No
     )
 
 
-def test_counts_are_checked_against_the_batchs_own_records_only(store: Store) -> None:
+def test_counts_are_checked_against_the_batchs_own_records_only(store: AnyStore) -> None:
     j = job(batches=1, per_batch=3)
     store.save_job_state(j)
     r = store.claim_batch(j.id, "w").reservation
@@ -139,7 +139,7 @@ def test_counts_are_checked_against_the_batchs_own_records_only(store: Store) ->
     assert store.complete_batch(r, processed_count=3, failed_count=0, records=done)
 
 
-def test_partial_record_sets_are_not_second_guessed(store: Store) -> None:
+def test_partial_record_sets_are_not_second_guessed(store: AnyStore) -> None:
     j = job(batches=1, per_batch=3)
     store.save_job_state(j)
     r = store.claim_batch(j.id, "w").reservation
@@ -163,7 +163,7 @@ def test_progress_of_a_distributed_job_never_reads_the_records_table(
     assert progress.total_batches == 3
 
 
-def test_records_written_outside_a_completion_count_once_it_lands(store: Store) -> None:
+def test_records_written_outside_a_completion_count_once_it_lands(store: AnyStore) -> None:
     j = job(batches=1, per_batch=2)
     store.save_job_state(j)
     store.save_processed_record(j.id, j.batches[0].id, record(0, "processed"))

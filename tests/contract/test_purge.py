@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from batchactions_peewee import (
-    InMemoryStateStore,
     JobStatus,
     PeeweeStateStore,
     prepare_job,
@@ -15,27 +14,23 @@ from batchactions_peewee import (
 from batchactions_peewee.errors import InvalidInputError, InvalidStatusError, InvalidValueError
 
 from ..support.factories import START_MS, job
-from ..support.stores import ALL_BACKENDS, Store, make_store
+from ..support.stores import CONTRACT_BACKENDS, AnyStore, open_any_store
 
 DAY_MS = 86_400_000
 
 
-@pytest.fixture(params=ALL_BACKENDS)
+@pytest.fixture(params=CONTRACT_BACKENDS)
 def clocked(
     request: pytest.FixtureRequest, url_for: Callable[[str], str]
-) -> tuple[Store, list[int]]:
+) -> Iterator[tuple[AnyStore, list[int]]]:
     """A fresh store on each backend whose clock the test moves: ``now[0]``."""
     now = [START_MS]
-    if request.param == "memory":
-        return InMemoryStateStore(clock=lambda: now[0]), now
-    store, _ = make_store(url_for(request.param), clock=lambda: now[0])
-    request.addfinalizer(store.drop_tables)
-    request.addfinalizer(store.database.close)
-    return store, now
+    with open_any_store(request.param, url_for, clock=lambda: now[0]) as store:
+        yield store, now
 
 
 def test_purge_deletes_old_finished_jobs_with_their_rows_and_keeps_the_rest(
-    clocked: tuple[Store, list[int]],
+    clocked: tuple[AnyStore, list[int]],
 ) -> None:
     store, now = clocked
     done = prepare_job(store, ({"n": i} for i in range(25)), batch_size=10).job_id
@@ -74,7 +69,7 @@ def test_purge_deletes_old_finished_jobs_with_their_rows_and_keeps_the_rest(
 
 @pytest.mark.parametrize("bad", [[JobStatus.PROCESSING], ["PAUSED", "COMPLETED"], []])
 def test_purge_refuses_running_statuses_and_writes_nothing(
-    clocked: tuple[Store, list[int]], bad: list[str]
+    clocked: tuple[AnyStore, list[int]], bad: list[str]
 ) -> None:
     store, now = clocked
     job_id = prepare_job(store, ({"n": i} for i in range(3)), batch_size=10).job_id
@@ -84,7 +79,7 @@ def test_purge_refuses_running_statuses_and_writes_nothing(
     assert store.get_job_state(job_id) is not None
 
 
-def test_purge_refuses_a_bad_age_or_status(clocked: tuple[Store, list[int]]) -> None:
+def test_purge_refuses_a_bad_age_or_status(clocked: tuple[AnyStore, list[int]]) -> None:
     store, _ = clocked
     with pytest.raises(InvalidValueError):
         store.purge_jobs(older_than_ms=-1)

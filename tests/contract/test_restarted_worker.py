@@ -4,17 +4,13 @@ incarnation's reservation can neither renew nor complete the batch its successor
 
 from __future__ import annotations
 
-from batchactions_peewee import InMemoryStateStore, PeeweeStateStore
-
 from ..support.factories import job, record
-from ..support.stores import FakeClock
+from ..support.stores import AnyStore, FakeClock
 from .test_fencing import LEASE_MS, claim, clocked
-
-Store = InMemoryStateStore | PeeweeStateStore
 
 
 def test_a_restarted_worker_of_the_same_name_fences_off_its_old_reservation(
-    store: Store,
+    store: AnyStore,
 ) -> None:
     clock = FakeClock()
     store = clocked(store, clock)

@@ -41,7 +41,8 @@ from batchactions_peewee import (
     RecordStatus,
 )
 
-from ..support.stores import FakeClock, Store, open_store
+from ..support.async_stores import LoopStore
+from ..support.stores import AnyStore, FakeClock, on_tables, open_any_store
 
 WORKERS = 3
 LEASE_MS = 1_000
@@ -57,6 +58,9 @@ CONFIGS = [
     ("mysql", True),
     ("postgres", False),
     ("postgres", True),
+    ("async-sqlite", False),
+    ("async-mysql", False),
+    ("async-postgres", False),
 ]
 OUTCOMES = st.lists(
     st.sampled_from([RecordStatus.PROCESSED, RecordStatus.FAILED, RecordStatus.INVALID]),
@@ -93,7 +97,7 @@ def parsed_by(reservation: BatchReservation) -> dict[str, object]:
 class CoordinationMachine(RuleBasedStateMachine):
     """Simulated workers sharing one distributed job; the model is the expected truth."""
 
-    store: Store
+    store: AnyStore
     clock: FakeClock
     label: str
 
@@ -429,13 +433,14 @@ class CoordinationMachine(RuleBasedStateMachine):
             versions = [r.version for r in b.issued]
             assert len(set(versions)) == len(versions), f"batch {b.index}: token handed out twice"
             assert (b.live is not None) == (b.status == BatchStatus.PROCESSING)
-        if isinstance(self.store, PeeweeStateStore):
+        if isinstance(self.store, (PeeweeStateStore, LoopStore)):
             # The stored fencing token: only the live reservation (if any) may match it.
             B = self.store.tables.batches
             query: Any = B.select(B.id, B.status, B.worker_id, B.version).where(
                 B.job_id == self.job_id
             )
-            rows = {i: (s, w, v) for i, s, w, v in query.tuples()}
+            stored = on_tables(self.store, lambda: list(query.tuples()))
+            rows = {i: (s, w, v) for i, s, w, v in stored}
             for b in self.batches:
                 status, worker, version = rows[b.id]
                 matching = [
@@ -490,8 +495,8 @@ def test_workers_interleaving_keep_every_coordination_invariant(
 ) -> None:
     clock = FakeClock()
     label = f"{kind}{'-cas' if force_cas else ''}"
-    with open_store(kind, url_for, clock) as store:
-        if isinstance(store, PeeweeStateStore):
+    with open_any_store(kind, url_for, clock) as store:
+        if isinstance(store, (PeeweeStateStore, LoopStore)):
             store.force_cas_claim = force_cas
         machine = type(
             "CoordinationMachineOn" + label.replace("-", "_"),

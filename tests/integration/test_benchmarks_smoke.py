@@ -118,3 +118,27 @@ def test_profile_flag_is_off_by_default_and_defaults_to_benchmarks_profiles() ->
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["None", str(BENCH.parent / "profiles"), "somewhere"]
+
+
+def test_the_async_store_benchmark_prints_its_three_rows() -> None:
+    """benchmarks/async_store.py at tiny sizes on SQLite: each row measured, none failed."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "async_store.py"),
+            "--backends=sqlite",
+            "--rounds=1",
+            "--cycles=5",
+            "--records=1000",
+            "--worker-records=300",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    for row in ("claim \\+ complete cycles", "bulk writes", "worker, async processor"):
+        assert re.search(rf"\| sqlite \| {row}[^|]*\| [\d,]+/s \| [\d,]+/s \|", result.stdout), (
+            result.stdout
+        )

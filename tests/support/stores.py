@@ -13,20 +13,26 @@ import itertools
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import peewee as pw
 
 from batchactions_peewee import InMemoryStateStore, PeeweeStateStore
 
+from .async_stores import ASYNC_BACKENDS, LoopStore, make_loop_store
 from .backends import open_database
 from .factories import START_MS
 
 SERVER_KINDS = ("mysql", "postgres")
 PEEWEE_BACKENDS = ("sqlite", *SERVER_KINDS)
 ALL_BACKENDS = ("memory", *PEEWEE_BACKENDS)
+#: The contract suite's backends: the async store's too, through ``LoopStore``.
+CONTRACT_BACKENDS = (*ALL_BACKENDS, *ASYNC_BACKENDS)
 _prefixes = itertools.count()
+T = TypeVar("T")
 
 Store = InMemoryStateStore | PeeweeStateStore
+AnyStore = Store | LoopStore
 
 
 def new_prefix() -> str:
@@ -56,6 +62,26 @@ class FakeClock:
 
 
 @contextmanager
+def open_any_store(
+    kind: str, url_for: Callable[[str], str], clock: Callable[[], int] | None = None
+) -> Iterator[AnyStore]:
+    """``open_store``, and for an async backend a LoopStore, dropped afterwards."""
+    if kind not in ASYNC_BACKENDS:
+        with open_store(kind, url_for, clock) as store:
+            yield store
+        return
+    loop_store = make_loop_store(url_for(kind), table_prefix=new_prefix(), clock=clock)
+    try:
+        loop_store.create_tables()
+        yield loop_store
+    finally:
+        try:
+            loop_store.drop_tables()
+        finally:
+            loop_store.close()
+
+
+@contextmanager
 def open_store(
     kind: str, url_for: Callable[[str], str], clock: Callable[[], int] | None = None
 ) -> Iterator[Store]:
@@ -69,6 +95,22 @@ def open_store(
     finally:
         store.drop_tables()
         database.close()
+
+
+def with_clock(store: AnyStore, clock: Callable[[], int]) -> AnyStore:
+    """A store of ``store``'s kind on its tables (a fresh one for memory) reading ``clock``."""
+    if isinstance(store, PeeweeStateStore):
+        return PeeweeStateStore(store.database, table_prefix=store.table_prefix, clock=clock)
+    if isinstance(store, LoopStore):
+        return store.with_clock(clock)
+    return InMemoryStateStore(clock=clock)
+
+
+def on_tables(store: PeeweeStateStore | LoopStore, fn: Callable[[], T]) -> T:
+    """``fn()``, Peewee code over the store's tables, where the store's database runs it."""
+    if isinstance(store, LoopStore):
+        return store.in_loop(fn)
+    return fn()
 
 
 @contextmanager
