@@ -59,8 +59,10 @@ from .runs import (
     batch_result,
     default_worker_id,
     elapsed_ms,
+    emit_safely,
     first_line,
     non_negative,
+    poll_interval_s,
     store_error_pause,
 )
 from .validation import check_schema
@@ -212,18 +214,7 @@ class AsyncWorker:
             if self._writing is not None:  # an error ended the run: the write still lands
                 with contextlib.suppress(Exception):
                     await self._settle(tally)
-        return WorkerSummary(
-            job_id=job_id,
-            worker_id=self.worker_id,
-            batches=tally.batches,
-            processed=tally.processed,
-            failed=tally.failed,
-            finalized=tally.finalized,
-            retries=tally.retries,
-            leases_lost=tally.leases_lost,
-            store_errors=tally.store_errors,
-            stopped=tally.stopped,
-        )
+        return tally.summary(job_id, self.worker_id)
 
     async def process_next(self, job_id: str) -> BatchResult:
         """Claim one batch (reclaiming stale ones when none is PENDING), process it, write
@@ -600,14 +591,7 @@ class AsyncWorker:
     def _emit(self, event: WorkerEvent) -> None:
         if self.on_event is None:
             return
-        try:
-            self.on_event(event)
-        except Exception:
-            logger.exception(
-                "on_event raised for %s; ignored",
-                type(event).__name__,
-                extra=log_fields(event.job_id, worker_id=self.worker_id),
-            )
+        emit_safely(self.on_event, event, self.worker_id, logger)
 
     def _fields(self, res: BatchReservation) -> dict[str, str | None]:
         return log_fields(res.job_id, res.batch_id, self.worker_id)
@@ -618,7 +602,7 @@ class AsyncWorker:
 
     @property
     def _poll_interval_s(self) -> float:
-        return min(0.2, max(0.05, self.lease_timeout_ms / 10_000))
+        return poll_interval_s(self.lease_timeout_ms)
 
 
 def _thread_wait(seconds: float, lease_lost: threading.Event) -> None:

@@ -4,6 +4,7 @@ BatchResult of a batch."""
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import secrets
@@ -13,9 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidValueError
+from ..logfields import log_fields
 from ..model import BatchReservation
 from .batch import BatchWork
-from .events import BatchResult
+from .events import BatchResult, EventHandler, WorkerEvent, WorkerSummary
 
 
 def default_worker_id() -> str:
@@ -37,6 +39,21 @@ class Tally:
     finalized: bool = False
     stopped: str = "done"
     paused: bool = False  # the job was seen PAUSED and has not been seen resumed since
+
+    def summary(self, job_id: str, worker_id: str) -> WorkerSummary:
+        """What ``run`` returns: this tally as the run's WorkerSummary."""
+        return WorkerSummary(
+            job_id=job_id,
+            worker_id=worker_id,
+            batches=self.batches,
+            processed=self.processed,
+            failed=self.failed,
+            finalized=self.finalized,
+            retries=self.retries,
+            leases_lost=self.leases_lost,
+            store_errors=self.store_errors,
+            stopped=self.stopped,
+        )
 
     def add(self, result: BatchResult) -> None:
         self.finalized = self.finalized or result.finalized
@@ -69,6 +86,27 @@ class Limits:
     def reached(self, batches: int) -> bool:
         return (self.max_batches is not None and batches >= self.max_batches) or (
             self.deadline is not None and time.monotonic() >= self.deadline
+        )
+
+
+def poll_interval_s(lease_timeout_ms: int) -> float:
+    """How long an idle worker waits between looks at its job: often enough to take over a
+    dead worker's batch soon after its lease ends, and 0.2 s at most at the end of a job."""
+    return min(0.2, max(0.05, lease_timeout_ms / 10_000))
+
+
+def emit_safely(
+    on_event: EventHandler, event: WorkerEvent, worker_id: str, log: logging.Logger
+) -> None:
+    """``on_event(event)``; what it raises is logged on the worker's ``log``, never the
+    worker's failure."""
+    try:
+        on_event(event)
+    except Exception:
+        log.exception(
+            "on_event raised for %s; ignored",
+            type(event).__name__,
+            extra=log_fields(event.job_id, worker_id=worker_id),
         )
 
 

@@ -61,8 +61,10 @@ from .runs import (
     batch_result,
     default_worker_id,
     elapsed_ms,
+    emit_safely,
     first_line,
     non_negative,
+    poll_interval_s,
     store_error_pause,
 )
 from .validation import check_schema
@@ -253,18 +255,7 @@ class Worker:
             self._behind.close(self.store, self._give_back)
             self._leases.close()
             self._in_flight.close()
-        return WorkerSummary(
-            job_id=job_id,
-            worker_id=self.worker_id,
-            batches=tally.batches,
-            processed=tally.processed,
-            failed=tally.failed,
-            finalized=tally.finalized,
-            retries=tally.retries,
-            leases_lost=tally.leases_lost,
-            store_errors=tally.store_errors,
-            stopped=tally.stopped,
-        )
+        return tally.summary(job_id, self.worker_id)
 
     def _step(self, job_id: str, tally: Tally, limits: Limits) -> bool:
         """One round of ``run``: process a batch, or wait for other workers' batches or for
@@ -660,14 +651,7 @@ class Worker:
     def _emit(self, event: WorkerEvent) -> None:
         if self.on_event is None or self._behind.hold(event):
             return
-        try:
-            self.on_event(event)
-        except Exception:
-            logger.exception(
-                "on_event raised for %s; ignored",
-                type(event).__name__,
-                extra=log_fields(event.job_id, worker_id=self.worker_id),
-            )
+        emit_safely(self.on_event, event, self.worker_id, logger)
 
     def _fields(self, res: BatchReservation) -> dict[str, str | None]:
         return log_fields(res.job_id, res.batch_id, self.worker_id)
@@ -678,6 +662,4 @@ class Worker:
 
     @property
     def _poll_interval_s(self) -> float:
-        # Often enough to take over a dead worker's batch soon after its lease ends.
-        # Also what an idle worker waits at the end of a job: 0.2 s at most.
-        return min(0.2, max(0.05, self.lease_timeout_ms / 10_000))
+        return poll_interval_s(self.lease_timeout_ms)

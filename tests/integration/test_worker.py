@@ -816,6 +816,7 @@ def test_an_exception_in_on_event_is_logged_and_ignored(caplog: pytest.LogCaptur
     assert (summary.batches, summary.processed, summary.finalized) == (3, 6, True)
     broke = [r for r in caplog.records if r.exc_info and "listener broke" in str(r.exc_info[1])]
     assert len(broke) == 7  # 3 claimed + 3 completed + 1 job completed
+    assert {r.name for r in broke} == {"batchactions_peewee.engine.worker"}
 
 
 def test_default_worker_ids_are_unique_per_worker_and_fit_the_column() -> None:
