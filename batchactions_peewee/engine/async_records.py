@@ -16,7 +16,8 @@ from .batch import RecordProcessing, failed_record, succeeded
 from .concurrency import BatchRun, Result, Runner
 from .events import ProcessingContext
 
-#: How often an async retry wait looks at the lease (the threads' waits wake at once).
+#: How often an async wait looks at its event (a lost lease, ``stop()``); a thread's wakes
+#: at once.
 LEASE_POLL_S = 0.05
 
 AsyncProcessor = Callable[[dict[str, Any], ProcessingContext], Awaitable[object]]
@@ -54,38 +55,17 @@ class AsyncRecords(Runner):
         return loop
 
     async def _batch(self, batch: BatchRun, process: RecordProcessing, runners: int) -> None:
-        await asyncio.gather(*(self._drain(batch, process) for _ in range(runners)))
+        async def one(index: int, raw: dict[str, Any], context: ProcessingContext) -> Result:
+            return await process_async(process, index, raw, context, self._wait)
 
-    async def _drain(self, batch: BatchRun, process: RecordProcessing) -> None:
-        while (taken := batch.take()) is not None:
-            position, index, raw, context = taken
-            try:
-                result = await self._record(process, index, raw, context)
-            except BaseException as exc:  # the others finish their records first
-                batch.fail(exc)
-                return
-            batch.put(position, result)
-
-    async def _record(
-        self,
-        process: RecordProcessing,
-        index: int,
-        raw: dict[str, Any],
-        context: ProcessingContext,
-    ) -> Result:
-        return await process_async(process, index, raw, context, self._wait)
+        await asyncio.gather(*(drain(batch, one) for _ in range(runners)))
 
     async def _wait(self, seconds: float, context: ProcessingContext) -> None:
         """The wait before a retry; it ends early when the lease is lost."""
         if self._sleep is not None:
             self._sleep(seconds)
             return
-        deadline = time.monotonic() + seconds
-        while not context.lease_lost.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            await asyncio.sleep(min(left, LEASE_POLL_S))
+        await wait_for_retry(seconds, context)
 
     def close(self) -> None:
         loop, thread = self._loop, self._thread
@@ -97,6 +77,36 @@ class AsyncRecords(Runner):
             loop.call_soon_threadsafe(loop.stop)
             thread.join()
         loop.close()
+
+
+#: One record's processing: its result, or None once the lease was lost mid-retry.
+OneRecord = Callable[[int, dict[str, Any], ProcessingContext], Awaitable[Result]]
+
+
+async def drain(batch: BatchRun, one: OneRecord) -> None:
+    """Take ``batch``'s records one after another through ``one`` until none is left
+    (several of these run at once); one that raises fails the batch, and the others
+    finish their records in hand first."""
+    while (taken := batch.take()) is not None:
+        position, index, raw, context = taken
+        try:
+            result = await one(index, raw, context)
+        except BaseException as exc:
+            batch.fail(exc)
+            return
+        batch.put(position, result)
+
+
+async def sleep_unless(event: threading.Event, seconds: float) -> None:
+    """``asyncio.sleep(seconds)``, ended early once ``event`` is set (a thread may set it)."""
+    deadline = time.monotonic() + seconds
+    while not event.is_set() and (left := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(min(left, LEASE_POLL_S))
+
+
+async def wait_for_retry(seconds: float, context: ProcessingContext) -> None:
+    """An async processor's wait before a retry; it ends early when the lease is lost."""
+    await sleep_unless(context.lease_lost, seconds)
 
 
 async def process_async(

@@ -27,7 +27,7 @@ from ..errors import InvalidInputError, InvalidValueError, JobNotFoundError, Sto
 from ..logfields import log_fields
 from ..model import BatchReservation, ClaimFailureReason, JobStatus, ProcessedRecord
 from ..store.async_facade import AsyncPeeweeStateStore, await_
-from .async_records import process_async
+from .async_records import OneRecord, drain, process_async, sleep_unless, wait_for_retry
 from .batch import BatchWork, Processor, RecordProcessing, batch_done_event
 from .batch_processor import (
     BatchContext,
@@ -74,9 +74,6 @@ AsyncBatchProcessor = (
     BatchProcessor
     | Callable[[list[dict[str, Any]], BatchContext], Awaitable[Mapping[int, str] | None]]
 )
-
-#: How often a wait (a retry's, an idle worker's) looks at the lease and at ``stop()``.
-POLL_S = 0.05
 
 
 class AsyncWorker:
@@ -271,9 +268,7 @@ class AsyncWorker:
 
     async def _pause(self, seconds: float) -> None:
         """Wait ``seconds``, or less once ``stop()`` is called."""
-        deadline = time.monotonic() + seconds
-        while not self._stopping.is_set() and (left := deadline - time.monotonic()) > 0:
-            await asyncio.sleep(min(left, POLL_S))
+        await sleep_unless(self._stopping, seconds)
 
     async def _settle(self, tally: Tally | None = None, *, wait: bool = True) -> None:
         """Count the batch written behind into ``tally``; unless not ``wait``, wait for
@@ -425,28 +420,19 @@ class AsyncWorker:
             on_failed=self._emit_record_failed,
         )
         process = self._record_processing()
-        one: Callable[[int, dict[str, Any], ProcessingContext], Awaitable[Result]]
+        one: OneRecord
         if is_async_processor(self.processor):
 
             async def one(index: int, raw: dict[str, Any], context: ProcessingContext) -> Result:
-                return await process_async(process, index, raw, context, self._wait)
+                return await process_async(process, index, raw, context, wait_for_retry)
         else:
 
             async def one(index: int, raw: dict[str, Any], context: ProcessingContext) -> Result:
                 return await asyncio.to_thread(process, index, raw, context)
 
-        async def drain() -> None:
-            while (taken := batch.take()) is not None:
-                position, index, raw, context = taken
-                try:
-                    result = await one(index, raw, context)
-                except BaseException as exc:  # the others finish their records first
-                    batch.fail(exc)
-                    return
-                batch.put(position, result)
-
         try:
-            await asyncio.gather(*(drain() for _ in range(min(self.concurrency, len(records)))))
+            runners = min(self.concurrency, len(records))
+            await asyncio.gather(*(drain(batch, one) for _ in range(runners)))
         except BaseException:
             batch.stop()
             raise
@@ -458,12 +444,6 @@ class AsyncWorker:
         if self.hooks is None or not self.hooks.any_set:
             return RecordProcessing(*settings)
         return HookedRecordProcessing(*settings, self.hooks)
-
-    async def _wait(self, seconds: float, context: ProcessingContext) -> None:
-        """An async processor's wait before a retry; it ends early when the lease is lost."""
-        deadline = time.monotonic() + seconds
-        while not context.lease_lost.is_set() and (left := deadline - time.monotonic()) > 0:
-            await asyncio.sleep(min(left, POLL_S))
 
     async def _whole_batch(
         self,
@@ -613,9 +593,4 @@ def _thread_wait(seconds: float, lease_lost: threading.Event) -> None:
 def _bridged_wait(seconds: float, lease_lost: threading.Event) -> None:
     """A batch processor's wait before a retry, on the store's bridge: the loop runs on."""
 
-    async def wait() -> None:
-        deadline = time.monotonic() + seconds
-        while not lease_lost.is_set() and (left := deadline - time.monotonic()) > 0:
-            await asyncio.sleep(min(left, POLL_S))
-
-    await_(wait())
+    await_(sleep_unless(lease_lost, seconds))
