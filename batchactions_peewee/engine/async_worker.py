@@ -343,14 +343,7 @@ class AsyncWorker:
     async def _write(self, res: BatchReservation, work: BatchWork) -> None:
         """The batch's fenced completion; ``work.lease_lost`` unless it was written."""
         work.lease_lost = True  # until written: given back otherwise
-        written = await self.store._complete_batch_processed(
-            res,
-            status=work.status,
-            processed_count=work.processed,
-            failed_count=work.failed,
-            processed=work.done,
-            records=work.records,
-        )
+        written = await self.store._complete_batch_processed(res, **work.completion())
         work.lease_lost = not written
 
     async def _finish(

@@ -8,7 +8,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import pydantic
 
@@ -34,6 +34,17 @@ Done = tuple[int, dict[str, Any], dict[str, Any], int]
 Ready = tuple[dict[str, Any], dict[str, Any]]
 
 
+class Completion(TypedDict):
+    """A batch's work as ``_complete_batch_processed`` takes it (typed, so mypy checks
+    ``**work.completion()`` against the store's signature)."""
+
+    status: BatchStatus
+    processed_count: int
+    failed_count: int
+    processed: list[Processed]
+    records: list[ProcessedRecord]
+
+
 @dataclass
 class BatchWork:
     """What processing one batch's records produced: the records processed without error
@@ -51,6 +62,16 @@ class BatchWork:
     def status(self) -> BatchStatus:
         """The batch's final status: FAILED once a record failed it."""
         return BatchStatus.COMPLETED if self.failure is None else BatchStatus.FAILED
+
+    def completion(self) -> Completion:
+        """The keyword arguments of ``_complete_batch_processed`` that write this work."""
+        return {
+            "status": self.status,
+            "processed_count": self.processed,
+            "failed_count": self.failed,
+            "processed": self.done,
+            "records": self.records,
+        }
 
     def add(
         self,

@@ -391,14 +391,7 @@ class BatchProcessing:
         its failed records are reported first, as a record processor's are."""
         done = self._with(work, settled, retries)
         _report(res, settled, on_failed)
-        written = io._complete_batch_processed(
-            res,
-            status=done.status,
-            processed_count=done.processed,
-            failed_count=done.failed,
-            processed=done.done,
-            records=done.records,
-        )
+        written = io._complete_batch_processed(res, **done.completion())
         done.lease_lost = not written
         return done
 

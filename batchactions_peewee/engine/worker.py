@@ -566,14 +566,7 @@ class Worker:
         return worker_io(self.store)._get_batch_raw(res.job_id, res.batch_id)
 
     def _complete(self, res: BatchReservation, work: BatchWork) -> bool:
-        return worker_io(self.store)._complete_batch_processed(
-            res,
-            status=work.status,
-            processed_count=work.processed,
-            failed_count=work.failed,
-            processed=work.done,
-            records=work.records,
-        )
+        return worker_io(self.store)._complete_batch_processed(res, **work.completion())
 
     def _process_records(self) -> ProcessRecords:
         # A plain function at concurrency 1: the one-by-one loop, no thread, no loop.
