@@ -285,6 +285,16 @@ class RawPipeline:
         total = self.write_job(job_id, encode({"batchSize": batch_size}), chunks(), batch_rows)
         return job_id, total
 
+    def take_next(self, job_id: str, worker_id: str) -> tuple[str, int] | tuple[()] | None:
+        """The lowest PENDING batch taken by a conditional UPDATE: its id and version;
+        () when another worker took it first, None when none is PENDING."""
+        row = self.raw.fetchone(self.pick, (job_id,))
+        if row is None:
+            return None
+        batch_id, version = row
+        took = self.raw.execute(self.take, (worker_id, int(time.time() * 1000), batch_id, version))
+        return (batch_id, version) if took == 1 else ()
+
     def work(
         self,
         job_id: str,
@@ -297,12 +307,12 @@ class RawPipeline:
         (a transactional batch processor)."""
         raw, processed = self.raw, 0
         while True:
-            row = raw.fetchone(self.pick, (job_id,))
-            if row is None:
+            taken = self.take_next(job_id, worker_id)
+            if taken is None:
                 break
-            batch_id, version = row
-            if raw.execute(self.take, (worker_id, int(time.time() * 1000), batch_id, version)) != 1:
+            if not taken:
                 continue  # another worker took it first
+            batch_id, version = taken
             raw.cursor.execute(self.read, (job_id, batch_id))
             results = []
             batch = []
@@ -395,12 +405,12 @@ class RawMinimal(RawPipeline):
         """Process batches until none is PENDING; the records processed."""
         raw, processed = self.raw, 0
         while True:
-            row = raw.fetchone(self.pick, (job_id,))
-            if row is None:
+            taken = self.take_next(job_id, worker_id)
+            if taken is None:
                 break
-            batch_id, version = row
-            if raw.execute(self.take, (worker_id, int(time.time() * 1000), batch_id, version)) != 1:
+            if not taken:
                 continue  # another worker took it first
+            batch_id, version = taken
             raw.cursor.execute(self.read_raw, (job_id, batch_id))
             count = 0
             for _, text in raw.cursor.fetchall():
