@@ -12,6 +12,7 @@ from typing import Any
 
 from . import codec
 from .checks import (
+    MAX_INT,
     check_completion_counts,
     check_count,
     check_final_status,
@@ -99,19 +100,56 @@ def processed_rows(job_id: str, batch_id: str, processed: Iterable[Processed]) -
     check_id(job_id, "job id")
     check_id(batch_id, "batch id")
     processed = list(processed)
-    if not all(
-        type(item) is tuple and len(item) == 3 and type(item[1]) is dict and type(item[2]) is dict
-        for item in processed
-    ):
+    columns = _processed_columns(processed)
+    if columns is None:
         processed = [_processed_item(k, item) for k, item in enumerate(processed)]
-    indexes = [check_count(index, "record index") for index, _, _ in processed]
+        indexes = [check_count(index, "record index") for index, _, _ in processed]
+        raws = [raw for _, raw, _ in processed]
+        parseds = [parsed for _, _, parsed in processed]
+    else:
+        indexes, raws, parseds = columns
     check_unique(indexes)
-    texts = codec.dumps_each([raw for _, raw, _ in processed], what="raw", records=indexes)
+    texts = codec.dumps_each(raws, what="raw", records=indexes)
     done = RecordStatus.PROCESSED.value
     return [
-        (job_id, batch_id, index, done, text, _parsed_text(parsed, raw, text, index), "[]", None)
-        for (index, raw, parsed), text in zip(processed, texts, strict=True)
+        (
+            job_id,
+            batch_id,
+            index,
+            done,
+            text,
+            text if parsed is raw else _parsed_text(parsed, raw, text, index),
+            "[]",
+            None,
+        )
+        for index, raw, parsed, text in zip(indexes, raws, parseds, texts, strict=True)
     ]
+
+
+def _processed_columns(
+    processed: list[Any],
+) -> tuple[list[int], list[dict[str, Any]], list[dict[str, Any]]] | None:
+    """The indexes, raw and parsed forms of ``processed`` as three lists, when every item
+    is an (index, raw, parsed) tuple of an int in its column's range and two plain dicts:
+    the worker's completion, checked by type sets, not a Python call per item. None when
+    one is not, for ``_processed_item`` to check item by item."""
+    if not processed:
+        return [], [], []
+    if set(map(type, processed)) != {tuple}:
+        return None
+    try:
+        indexes, raws, parseds = (list(column) for column in zip(*processed, strict=True))
+    except ValueError:  # an item of another length
+        return None
+    if (
+        set(map(type, indexes)) != {int}
+        or set(map(type, raws)) != {dict}
+        or set(map(type, parseds)) != {dict}
+        or min(indexes) < 0
+        or max(indexes) > MAX_INT
+    ):
+        return None
+    return indexes, raws, parseds
 
 
 def _processed_item(k: int, item: object) -> Processed:

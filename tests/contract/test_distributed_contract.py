@@ -211,6 +211,8 @@ def test_complete_batch_processed_refuses_bad_input_and_writes_nothing(store: St
         (InvalidValueError, "parsed of record 1", [ok[0], (1, {}, {"s": {1, 2}})], []),
         (InvalidInputError, "record 1: raw and parsed", [ok[0], (1, [1], {})], []),
         (InvalidValueError, "record index", [(-1, {}, {})], []),
+        (InvalidValueError, "record index", [ok[0], (2**31, {}, {})], []),
+        (InvalidValueError, "record index", [ok[0], (True, {}, {})], []),
         (InvalidInputError, "records say 2 processed", ok, [record(2, "failed")]),
     ]
     for error, message, processed, others in cases:
