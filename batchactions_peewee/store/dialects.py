@@ -108,6 +108,11 @@ class Dialect:
         """``SELECT ... FOR UPDATE SKIP LOCKED`` is available on this server."""
         return False
 
+    def json_table_rows(self) -> bool:
+        """A bulk write may send its rows as one JSON document that ``JSON_TABLE`` turns
+        back into rows on the server (see ``Records._json_table``)."""
+        return False
+
     def column_types(self, table: str) -> dict[str, str]:
         """Each column of ``table`` with its SQL type (empty where nobody needs them)."""
         return {}
@@ -210,6 +215,11 @@ class MySQLDialect(Dialect):
         version = self.database.server_version or (0,)
         is_mariadb = version >= (10,)
         return version >= ((10, 6) if is_mariadb else (8, 0, 1))
+
+    def json_table_rows(self) -> bool:
+        # MariaDB from 10.6, whose JSON_TABLE is tested here; MySQL 8 keeps the VALUES list.
+        version = self.database.server_version or (0,)
+        return version >= (10, 6)
 
 
 class PostgresDialect(Dialect):

@@ -10,12 +10,15 @@ from operator import itemgetter
 from typing import Any
 
 import peewee as pw
+from pydantic_core import to_json
 
 from ..model import FAILED_RECORD_STATUSES, ProcessedRecord
 from ..rows import RecordRow, raws_from_rows, record_from_row
 from .session import WEIGH_BYTES, Session, StaleStatement
 from .tables import Tables
 
+#: From this many rows on, MariaDB's records upsert sends one JSON document (JSON_TABLE).
+JSON_TABLE_MIN_ROWS = 16
 #: Keep each bulk statement well inside MySQL's max_allowed_packet.
 CHUNK_BYTES = 4 * 1024 * 1024
 _RECORD_COLUMNS = 8  # the length of a RecordRow
@@ -24,6 +27,9 @@ MAX_SKIPPED = 32
 #: Batches whose raw texts a store remembers between the read and the completion.
 MAX_REMEMBERED = 64
 _PROCESSED = "processed"
+#: PostgreSQL's joined column form (``_joined_params``): ASCII unit and record separators.
+_SEPARATOR, _NULL = "\x1f", "\x1e"
+_SPLIT = "string_to_array(%s, chr(31), chr(30))"
 
 
 class Records:
@@ -33,7 +39,8 @@ class Records:
         self.session = session
         self.tables = tables
         self._upsert_sql: dict[int, str] = {}  # by row count
-        self._unnest_sql: str | None = None  # built from the table's column types
+        self._unnest_sql: dict[bool, str] = {}  # by joined; built from the column types
+        self._json_sql: str | None = None
         self._processed_sql: dict[int, str] = {}  # by indexes left out
         # (job, batch) -> {record index: raw text as read}, for the set-based completion.
         self._read: OrderedDict[tuple[str, str], dict[int, str]] = OrderedDict()
@@ -46,7 +53,7 @@ class Records:
 
     def forget_statements(self) -> None:
         """Drop statements built from the table's column types (the table may change)."""
-        self._unnest_sql = None
+        self._unnest_sql = {}
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -57,14 +64,24 @@ class Records:
         once per chunk length and reused; on PostgreSQL, from the dialect's threshold on,
         one row of column arrays instead (see ``_unnest``).
         """
-        threshold = self.session.dialect.unnest_min_rows
+        dialect = self.session.dialect
+        threshold = dialect.unnest_min_rows
         if threshold is not None and len(rows) >= threshold:
             for chunk in self._chunks(rows, 1):
                 self._unnest(chunk)
             return
         database = self.session.database
-        weigh = self.session.dialect.packet_limited
-        for chunk in self._chunks(rows, _RECORD_COLUMNS):
+        weigh = dialect.packet_limited
+        by_json = len(rows) >= JSON_TABLE_MIN_ROWS and dialect.json_table_rows()
+        for chunk in self._chunks(rows, 1 if by_json else _RECORD_COLUMNS):
+            document = _json_rows(chunk) if by_json and len(chunk) > 1 else None
+            size = 0 if document is None else _escaped_bytes(document)
+            if document is not None and size < WEIGH_BYTES:
+                # Large statements, which a server's limit may refuse, keep the VALUES list:
+                # the document's escapes may make it the larger of the two.
+                self.session.check_size(size, len(chunk))
+                database.execute_sql(self._json_table_statement(), (document,))  # type: ignore[no-untyped-call]
+                continue
             if weigh:
                 self.session.check_size(_statement_bytes(chunk), len(chunk))
             params = list(chain.from_iterable(chunk))
@@ -131,15 +148,18 @@ class Records:
             self._read.pop((job_id, batch_id), None)
 
     def _unnest(self, chunk: Sequence[RecordRow]) -> None:
-        cached = self._unnest_sql is not None
+        joined = _joined_params(chunk)
+        cached = (joined is not None) in self._unnest_sql
+        sql = self._unnest_statement(joined=joined is not None)
+        params = _unnest_params(chunk) if joined is None else joined
         try:
-            self.session.database.execute_sql(self._unnest_statement(), _unnest_params(chunk))  # type: ignore[no-untyped-call]
+            self.session.database.execute_sql(sql, params)  # type: ignore[no-untyped-call]
         except pw.ProgrammingError as exc:
             if not cached:
                 raise
             # Built from column types that may have changed since (the table made again by
             # another process): build it afresh and run the write again.
-            self._unnest_sql = None
+            self._unnest_sql = {}
             raise StaleStatement(str(exc)) from exc
 
     def _chunks(
@@ -152,22 +172,25 @@ class Records:
             return (rows,)  # one row cannot be split; the common case is weighed in C
         return chunked(rows, max_params // params_per_row, _record_bytes)
 
-    def _unnest_statement(self) -> str:
+    def _unnest_statement(self, *, joined: bool) -> str:
         """PostgreSQL's records upsert: eight arrays, one per column, unnested into rows.
 
         The server parses eight array literals faster than a VALUES list of thousands of
         parameters, and a parsed form equal to the raw one (most records) is sent once, as
         NULL, and copied by COALESCE. The arrays are cast to the table's own column types,
-        which are jsonb in tables Prisma created.
+        which are jsonb in tables Prisma created. ``joined``: each array is sent as one
+        text, its values joined by a separator (``_joined_params``) and split on the
+        server, which costs the client a fraction of adapting lists value by value.
         """
-        sql = self._unnest_sql
+        sql = self._unnest_sql.get(joined)
         if sql is None:
             R = self.tables.records
             table = R._meta.table_name
             types = self.session.dialect.column_types(table)
             fields = record_fields(R)
             names = [f'"{f.column_name}"' for f in fields]
-            arrays = ", ".join(f"%s::{types.get(f.column_name, 'text')}[]" for f in fields)
+            given = _SPLIT if joined else "%s"
+            arrays = ", ".join(f"{given}::{types.get(f.column_name, 'text')}[]" for f in fields)
             keys = {R.job_id.column_name, R.record_index.column_name}
             sets = ", ".join(
                 f"{n} = EXCLUDED.{n}"
@@ -182,7 +205,36 @@ class Records:
                 f"DO UPDATE SET {sets}"
             )
             if types:
-                self._unnest_sql = sql
+                self._unnest_sql[joined] = sql
+        return sql
+
+    def _json_table_statement(self) -> str:
+        """MariaDB's records upsert: the rows as one JSON document, an array of eight-value
+        arrays (``_json_rows``), which ``JSON_TABLE`` turns back into rows on the server.
+
+        The client sends one text instead of eight values a row, each of which PyMySQL
+        escapes with a Python call. Every text column is read as LONGTEXT, so nothing is
+        cut before the table's own columns take the values as they take parameters; a
+        value that does not read as its column (ERROR ON ERROR) fails the statement. A
+        parsed form equal to the raw one is sent as null and copied by COALESCE.
+        """
+        sql = self._json_sql
+        if sql is None:
+            R = self.tables.records
+            names = [f"`{f.column_name}`" for f in record_fields(R)]
+            columns = ", ".join(
+                f"c{k} {'INT' if k == 2 else 'LONGTEXT CHARACTER SET utf8mb4'} "
+                f"PATH '$[{k}]' ERROR ON ERROR"
+                for k in range(_RECORD_COLUMNS)
+            )
+            keys = {f"`{R.job_id.column_name}`", f"`{R.record_index.column_name}`"}
+            sets = ", ".join(f"{n} = VALUES({n})" for n in names if n not in keys)
+            sql = self._json_sql = (
+                f"INSERT INTO `{R._meta.table_name}` ({', '.join(names)}) "
+                "SELECT t.c0, t.c1, t.c2, t.c3, t.c4, COALESCE(t.c5, t.c4), t.c6, t.c7 "
+                f"FROM JSON_TABLE(%s, '$[*]' COLUMNS ({columns})) AS t "
+                f"ON DUPLICATE KEY UPDATE {sets}"
+            )
         return sql
 
     def _values_sql(self, rows: int) -> str:
@@ -312,6 +364,9 @@ def _ranges(indexes: Sequence[int], max_skipped: int) -> Iterator[tuple[int, int
     them from ``low`` to ``high``, less at most ``max_skipped`` indexes between them."""
     if not indexes:
         return
+    if indexes[-1] - indexes[0] + 1 == len(indexes):  # no gap (the usual batch): one range
+        yield indexes[0], indexes[-1], [], len(indexes)
+        return
     low = high = indexes[0]
     skipped: list[int] = []
     count = 1
@@ -351,6 +406,50 @@ def _unnest_params(rows: Sequence[RecordRow]) -> list[list[Any]]:
     return columns
 
 
+def _joined_params(rows: Sequence[RecordRow]) -> list[str] | None:
+    """The columns of ``rows`` as ``_unnest_params`` gives them, each as one text: its
+    values joined by ``_SEPARATOR``, NULL as ``_NULL`` (split again by ``_SPLIT``). None
+    when a value could not be told apart after the split (a text holding the separator,
+    one equal to the NULL mark, a value neither text nor int) or there are fewer than two
+    rows (one empty text would split into no value at all). Neither character is ever raw
+    in JSON text, which escapes control characters."""
+    if len(rows) < 2:
+        return None
+    joined: list[str] = []
+    for column in _unnest_params(rows):
+        kinds = set(map(type, column))
+        if kinds == {int}:
+            joined.append(_SEPARATOR.join(map(str, column)))
+            continue
+        if not kinds <= {str, type(None)} or _NULL in column:
+            return None
+        if type(None) in kinds:
+            column = [_NULL if value is None else value for value in column]
+        text = _SEPARATOR.join(column)
+        if text.count(_SEPARATOR) != len(column) - 1:
+            return None
+        joined.append(text)
+    return joined
+
+
+def _json_rows(rows: Sequence[RecordRow]) -> str | None:
+    """``rows`` as one JSON array of arrays, a parsed form equal to the raw one as null
+    (``_json_table_statement``); None when a value has no JSON form (a text that is not
+    UTF-8): the VALUES list sends those rows instead."""
+    try:
+        return to_json(
+            [row if row[5] != row[4] else (*row[:5], None, *row[6:]) for row in rows]
+        ).decode()
+    except (TypeError, ValueError):
+        return None
+
+
+def _escaped_bytes(text: str) -> int:
+    """About the bytes of ``text`` as a MySQL client sends it: UTF-8, each quote and
+    backslash escaped."""
+    return len(text.encode()) + text.count("\\") + text.count('"') + text.count("'")
+
+
 def _records_bytes(rows: Sequence[RecordRow]) -> int:
     """What ``_record_bytes`` sums to over ``rows``, without a Python call per row."""
     texts = sum(sum(map(len, map(itemgetter(c), rows))) for c in (4, 5, 6))
@@ -364,8 +463,7 @@ def _statement_bytes(rows: Sequence[RecordRow]) -> int:
     size = _records_bytes(rows)
     if size < WEIGH_BYTES:
         return size
-    texts = [v for row in rows for v in row if isinstance(v, str)]
-    return sum(len(t.encode()) + t.count("\\") + t.count('"') + t.count("'") for t in texts)
+    return sum(_escaped_bytes(v) for row in rows for v in row if isinstance(v, str))
 
 
 def _record_bytes(row: RecordRow) -> int:

@@ -10,6 +10,7 @@ by the full upsert.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -50,15 +51,25 @@ def _record_writes(store: PeeweeStateStore) -> Iterator[list[tuple[str, int]]]:
         if kind in ("INSERT", "UPDATE", "DELETE"):
             if table not in sql:
                 kind = "other " + kind
-            elif kind == "INSERT":  # rows sent: a VALUES list, or PostgreSQL's arrays
-                rows = len(params[0]) if isinstance(params[0], list) else len(params) // 8
-                seen.append((kind, rows))
+            elif kind == "INSERT":
+                seen.append((kind, _rows_sent(sql, params)))
                 return cursor
             seen.append((kind, int(cursor.rowcount)))
         return cursor
 
     with intercept_statements(store.database, record):
         yield seen
+
+
+def _rows_sent(sql: str, params: Any) -> int:
+    """The rows a records upsert sends, in each of its forms."""
+    if "JSON_TABLE" in sql:  # MariaDB: one JSON document, an array of rows
+        return len(json.loads(params[0]))
+    if "string_to_array" in sql:  # PostgreSQL: each column one text, values joined
+        return int(params[2].count("\x1f")) + 1
+    if isinstance(params[0], list):  # PostgreSQL: one array per column
+        return len(params[0])
+    return len(params) // 8  # a VALUES list
 
 
 def _rows(store: PeeweeStateStore) -> list[tuple[Any, ...]]:
