@@ -103,10 +103,10 @@ def test_values_in_every_column_survive_the_joined_form(peewee_store: PeeweeStat
 def test_a_large_write_keeps_the_values_list(peewee_store: PeeweeStateStore) -> None:
     """Catches a statement of several MiB sent as a JSON document, whose escapes may make
     it larger than the VALUES list that a server's size limit was weighed against."""
-    records = _records("e", "\"q\" " * 50_000)  # 20 rows of 350 KB, quotes throughout
+    records = _records("e", '"q" ' * 50_000)  # 20 rows of 350 KB, quotes throughout
     stored, statements = _saved(peewee_store, records)
     assert stored == records
     assert not _json_table(statements)
-    small, statements = _saved(peewee_store, _records("e", "\"q\" " * 100))
-    assert small == _records("e", "\"q\" " * 100)
+    small, statements = _saved(peewee_store, _records("e", '"q" ' * 100))
+    assert small == _records("e", '"q" ' * 100)
     assert _json_table(statements) == _has_json_table(peewee_store)

@@ -10,6 +10,7 @@ by the full upsert.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -63,8 +64,8 @@ def _record_writes(store: PeeweeStateStore) -> Iterator[list[tuple[str, int]]]:
 
 def _rows_sent(sql: str, params: Any) -> int:
     """The rows a records upsert sends, in each of its forms."""
-    if "JSON_TABLE" in sql:  # MariaDB: one JSON document, an array of rows
-        return len(json.loads(params[0]))
+    if "JSON_TABLE" in sql:  # MariaDB: one JSON document in base64, an array of rows
+        return len(json.loads(base64.b64decode(params[0])))
     if "string_to_array" in sql:  # PostgreSQL: each column one text, values joined
         return int(params[2].count("\x1f")) + 1
     if isinstance(params[0], list):  # PostgreSQL: one array per column
