@@ -110,7 +110,7 @@ class Dialect:
 
     def json_table_rows(self) -> bool:
         """A bulk write may send its rows as one JSON document that ``JSON_TABLE`` turns
-        back into rows on the server (see ``Records._json_table``)."""
+        back into rows on the server (see ``Records._json_table_statement``)."""
         return False
 
     def column_types(self, table: str) -> dict[str, str]:

@@ -63,7 +63,8 @@ class Records:
 
         One multi-row INSERT per chunk (the fastest portable form), its SQL built by Peewee
         once per chunk length and reused; on PostgreSQL, from the dialect's threshold on,
-        one row of column arrays instead (see ``_unnest``).
+        one row of column arrays instead (see ``_unnest``); on MariaDB from 10.6, from
+        ``JSON_TABLE_MIN_ROWS`` on, one JSON document (see ``_json_table_statement``).
         """
         dialect = self.session.dialect
         threshold = dialect.unnest_min_rows
@@ -75,7 +76,9 @@ class Records:
         weigh = dialect.packet_limited
         by_json = len(rows) >= JSON_TABLE_MIN_ROWS and dialect.json_table_rows()
         for chunk in self._chunks(rows, 1 if by_json else _RECORD_COLUMNS):
-            document = _json_rows(chunk) if by_json and len(chunk) > 1 else None
+            # A chunk whose texts alone reach WEIGH_BYTES makes a larger document: not built.
+            small = by_json and len(chunk) > 1 and _records_bytes(chunk) < WEIGH_BYTES
+            document = _json_rows(chunk) if small else None
             if document is not None and len(document) < WEIGH_BYTES:
                 # Large statements, which a server's limit may refuse, keep the VALUES list:
                 # base64 makes the document the larger of the two.
