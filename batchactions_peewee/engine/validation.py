@@ -15,6 +15,8 @@ pydantic reports: the field path joined with ``.``, pydantic's message, and a co
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import lru_cache
 from typing import Any, get_args
 
 import pydantic
@@ -115,6 +117,26 @@ def _from_pydantic(error: Any) -> ValidationError:
     )
 
 
+_BASE_VALIDATE = pydantic.BaseModel.model_validate.__func__  # type: ignore[attr-defined]
+_BASE_DUMP = pydantic.BaseModel.model_dump
+
+
+@lru_cache(maxsize=256)
+def _validate_and_dump(schema: type[pydantic.BaseModel]) -> Callable[[Any], Any]:
+    """``schema.model_validate(data).model_dump(mode="json")`` as one function of ``data``.
+
+    When the schema keeps pydantic's own ``model_validate`` and ``model_dump``, the call
+    goes to its validator and serializer directly: the same result, without the two
+    wrappers' keyword handling. A schema that overrides either method gets its override.
+    """
+    own_validate = getattr(schema.model_validate, "__func__", None) is _BASE_VALIDATE
+    if own_validate and schema.model_dump is _BASE_DUMP:
+        validate = schema.__pydantic_validator__.validate_python
+        to_python = schema.__pydantic_serializer__.to_python
+        return lambda data: to_python(validate(data), mode="json")
+    return lambda data: schema.model_validate(data).model_dump(mode="json")
+
+
 def validate_record(
     schema: type[pydantic.BaseModel], data: dict[str, Any]
 ) -> tuple[dict[str, Any], list[ValidationError]]:
@@ -124,7 +146,7 @@ def validate_record(
     cannot give a record's parsed form: InvalidInputError, before anything is written.
     """
     try:
-        dumped = schema.model_validate(data).model_dump(mode="json")
+        dumped = _validate_and_dump(schema)(data)
     except pydantic.ValidationError as exc:
         return data, [_from_pydantic(e) for e in exc.errors(include_url=False)]
     except Exception as exc:  # a validator raised something pydantic does not wrap

@@ -16,7 +16,16 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, Field, field_validator, model_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    computed_field,
+    field_serializer,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from batchactions_peewee import (
@@ -744,6 +753,59 @@ def test_valid_record_is_parsed_to_the_models_json_form() -> None:
         "tags": [],
         "even": 0,
     }
+
+
+class Aliased(BaseModel):
+    model_config = ConfigDict(serialize_by_alias=True)
+
+    name: str = Field(alias="fullName")
+    born: datetime.date
+    secret: str = Field(default="s", exclude=True)
+
+    @field_serializer("name")
+    def _upper(self, value: str) -> str:
+        return value.upper()
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def year(self) -> int:
+        return self.born.year
+
+
+class OwnDump(BaseModel):
+    """Overrides model_dump: validation must use the override, not the serializer."""
+
+    name: str
+
+    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        return {**super().model_dump(**kwargs), "dumped_by": "override"}
+
+
+class OwnValidate(BaseModel):
+    name: str
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> OwnValidate:
+        return super().model_validate({**obj, "name": obj["name"] + "!"}, **kwargs)
+
+
+@pytest.mark.parametrize("schema", [Person, Aliased])
+def test_parsed_form_is_exactly_model_dump_in_json_mode(schema: type[BaseModel]) -> None:
+    record = (
+        {"name": "a", "age": "41", "born": "2001-02-03"}
+        if schema is Person
+        else {"fullName": "ann", "born": "2001-02-03", "secret": "x"}
+    )
+    parsed, errors = validate_record(schema, record)
+    assert errors == []
+    assert parsed == schema.model_validate(record).model_dump(mode="json")
+    if schema is Aliased:
+        assert parsed == {"fullName": "ANN", "born": "2001-02-03", "year": 2001}
+
+
+def test_a_schema_overriding_model_dump_or_model_validate_keeps_its_override() -> None:
+    assert validate_record(OwnDump, {"name": "a"}) == ({"name": "a", "dumped_by": "override"}, [])
+    assert validate_record(OwnValidate, {"name": "a"}) == ({"name": "a!"}, [])
 
 
 def test_worker_rejects_a_schema_that_is_not_a_model_class() -> None:
