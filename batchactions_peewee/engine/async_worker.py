@@ -22,50 +22,41 @@ from typing import Any
 
 import pydantic
 
-from ..checks import check_id, check_worker_id
-from ..errors import InvalidInputError, InvalidValueError, JobNotFoundError, StoreUnavailable
+from ..checks import check_id
+from ..errors import InvalidInputError, JobNotFoundError, StoreUnavailable
 from ..logfields import log_fields
-from ..model import BatchReservation, ClaimFailureReason, JobStatus, ProcessedRecord
+from ..model import BatchReservation, ClaimFailureReason, JobStatus
 from ..store.async_facade import AsyncPeeweeStateStore, await_
 from .async_records import OneRecord, drain, process_async, sleep_unless, wait_for_retry
-from .batch import BatchWork, Processor, RecordProcessing, batch_done_event
+from .batch import BatchWork, Processor, batch_done_event
 from .batch_processor import (
     BatchContext,
-    BatchProcessing,
     BatchProcessor,
     check_processors,
-    no_record_processor,
 )
-from .concurrency import BatchRun, Result, check_concurrency, is_async_processor
+from .concurrency import BatchRun, Result, is_async_processor
 from .events import (
     BatchClaimed,
     BatchResult,
     EventHandler,
-    JobAborted,
     JobCompleted,
     JobPaused,
     JobResumed,
     LeaseLost,
     ProcessingContext,
     StoreErrorOutlived,
-    WorkerEvent,
     WorkerSummary,
-    record_failed_event,
 )
-from .hooks import HookedRecordProcessing, JobHooks, check_hooks
+from .hooks import JobHooks
 from .runs import (
     Limits,
     Tally,
     batch_result,
-    default_worker_id,
     elapsed_ms,
-    emit_safely,
     first_line,
-    non_negative,
-    poll_interval_s,
     store_error_pause,
 )
-from .validation import check_schema
+from .worker_base import WorkerBase
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +67,7 @@ AsyncBatchProcessor = (
 )
 
 
-class AsyncWorker:
+class AsyncWorker(WorkerBase):
     """The Worker of an ``AsyncPeeweeStateStore``: ``await worker.run(job_id)`` claims the
     job's batches, validates and processes their records and writes the results with the
     store's fenced completion, until no batch is left, inside the caller's event loop.
@@ -93,10 +84,7 @@ class AsyncWorker:
     record: the batch in hand is given back unwritten and ``run`` returns "stopped".
     """
 
-    #: Store failures in a row that ``run`` outlives; the next one is raised.
-    store_error_limit: int = 10
-    #: The longest pause (seconds) before trying again after a store failure.
-    store_backoff_cap_s: float = 5.0
+    _logger = logger
 
     def __init__(
         self,
@@ -124,31 +112,24 @@ class AsyncWorker:
             raise InvalidInputError(f"transactional must be True or False, got {transactional!r}")
         if transactional and batch_processor is None:
             raise InvalidInputError("transactional=True is for a batch_processor")
-        self.store = store
-        self.processor = processor
-        self.batch_processor = batch_processor
-        self.transactional = transactional
-        self.worker_id = check_worker_id(
-            worker_id if worker_id is not None else default_worker_id()
+        super().__init__(
+            processor,
+            has_batch_processor=batch_processor is not None,
+            transactional=transactional,
+            worker_id=worker_id,
+            schema=schema,
+            continue_on_error=continue_on_error,
+            max_retries=max_retries,
+            retry_delay_ms=retry_delay_ms,
+            lease_timeout_ms=lease_timeout_ms,
+            on_event=on_event,
+            hooks=hooks,
+            concurrency=concurrency,
         )
-        self.schema = check_schema(schema)
-        self.hooks = check_hooks(hooks, has_schema=self.schema is not None)
-        self.continue_on_error = bool(continue_on_error)
-        self.max_retries = non_negative(max_retries, "max_retries")
-        self.retry_delay_ms = non_negative(retry_delay_ms, "retry_delay_ms")
-        self.lease_timeout_ms = non_negative(lease_timeout_ms, "lease_timeout_ms")
-        if self.lease_timeout_ms == 0:
-            raise InvalidValueError("lease_timeout_ms must be positive")
-        self.on_event = on_event
-        self.concurrency = check_concurrency(concurrency)
-        if batch_processor is not None and self.concurrency != 1:
-            raise InvalidInputError(
-                "concurrency is the records of a batch in flight for a record processor; "
-                "a batch_processor gets the whole batch in one call"
-            )
+        self.store = store
+        self.batch_processor = batch_processor
         self._stopping = threading.Event()
         self._halts: set[threading.Event] = set()  # the batches in hand: set to stop them
-        self._total_records: dict[str, int] = {}
         #: The batch being written behind (``run``, records in flight): one at a time.
         self._writing: asyncio.Task[BatchResult] | None = None
         self._written: list[BatchResult] = []  # its result, for run's tally
@@ -260,11 +241,6 @@ class AsyncWorker:
             return True
         await self._pause(self._poll_interval_s)  # others hold live batches: wait for them
         return False
-
-    def _aborted(self, job_id: str, tally: Tally) -> bool:
-        tally.stopped = "aborted"
-        self._emit(JobAborted(job_id, self.worker_id))
-        return True
 
     async def _pause(self, seconds: float) -> None:
         """Wait ``seconds``, or less once ``stop()`` is called."""
@@ -431,13 +407,6 @@ class AsyncWorker:
             raise
         return batch.outcome()
 
-    def _record_processing(self) -> RecordProcessing:
-        processor = self.processor or no_record_processor
-        settings = (processor, self.schema, self.max_retries, self.retry_delay_ms, _thread_wait)
-        if self.hooks is None or not self.hooks.any_set:
-            return RecordProcessing(*settings)
-        return HookedRecordProcessing(*settings, self.hooks)
-
     async def _whole_batch(
         self,
         res: BatchReservation,
@@ -459,18 +428,7 @@ class AsyncWorker:
             return await_(asyncio.to_thread(batch_processor, records, context))
 
         def run(sync_store: Any) -> BatchWork:
-            processing = BatchProcessing.of(
-                call,
-                schema=self.schema,
-                hooks=self.hooks,
-                max_retries=self.max_retries,
-                retry_delay_ms=self.retry_delay_ms,
-                wait=_bridged_wait,
-                continue_on_error=self.continue_on_error,
-                worker_id=self.worker_id,
-                store=sync_store,
-                transactional=self.transactional,
-            )
+            processing = self._batch_processing(call, sync_store, _bridged_wait)
             return processing(
                 sync_store,
                 res,
@@ -539,12 +497,7 @@ class AsyncWorker:
     async def _finalize(self, job_id: str) -> bool:
         if not await self.store.try_finalize_job(job_id):
             return False
-        logger.info(
-            "worker %s finalized job %s",
-            self.worker_id,
-            job_id,
-            extra=log_fields(job_id, worker_id=self.worker_id),
-        )
+        self._log_finalized(job_id)
         if self.on_event is not None:
             try:
                 status = await self.store._job_status(job_id) or JobStatus.COMPLETED
@@ -558,29 +511,6 @@ class AsyncWorker:
             else:
                 self._emit(JobCompleted.of(job_id, self.worker_id, status, progress))
         return True
-
-    # -- events ---------------------------------------------------------------------------
-
-    def _emit(self, event: WorkerEvent) -> None:
-        if self.on_event is None:
-            return
-        emit_safely(self.on_event, event, self.worker_id, logger)
-
-    def _fields(self, res: BatchReservation) -> dict[str, str | None]:
-        return log_fields(res.job_id, res.batch_id, self.worker_id)
-
-    def _emit_record_failed(self, res: BatchReservation, record: ProcessedRecord) -> None:
-        if self.on_event is not None:
-            self._emit(record_failed_event(res, self.worker_id, record))
-
-    @property
-    def _poll_interval_s(self) -> float:
-        return poll_interval_s(self.lease_timeout_ms)
-
-
-def _thread_wait(seconds: float, lease_lost: threading.Event) -> None:
-    """A plain processor's wait before a retry, in its thread; ends when the lease is lost."""
-    lease_lost.wait(seconds)
 
 
 def _bridged_wait(seconds: float, lease_lost: threading.Event) -> None:

@@ -33,9 +33,9 @@ from ..model import (
     trusted_record,
 )
 from ..ports import Completion, TransactionalIO, WorkerIO
-from .batch import BatchWork, Processor, RecordProcessing, failed_record
+from .batch import BatchWork, RecordProcessing, failed_record
 from .events import ProcessingContext
-from .hooks import HookedRecordProcessing, JobHooks
+from .hooks import HookedRecordProcessing, JobHooks, record_processing
 from .validation import utf8_text
 
 logger = logging.getLogger(__name__)
@@ -148,12 +148,9 @@ class BatchProcessing:
         transactional: bool,
     ) -> BatchProcessing:
         """The batch processing of a worker with these settings."""
-        unused: Processor = no_record_processor
-        settings = (unused, schema, max_retries, retry_delay_ms, wait)
-        steps = (
-            RecordProcessing(*settings)
-            if hooks is None or not hooks.any_set
-            else HookedRecordProcessing(*settings, hooks)
+        # The records' steps but the call: validation, hooks and retries.
+        steps = record_processing(
+            no_record_processor, schema, max_retries, retry_delay_ms, wait, hooks
         )
         return BatchProcessing(
             processor,

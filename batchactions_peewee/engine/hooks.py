@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -22,7 +23,7 @@ import pydantic
 from ..errors import InvalidInputError
 from ..logfields import log_fields
 from ..model import ProcessedRecord, RecordStatus, trusted_record
-from .batch import Done, Ready, RecordProcessing, failed_record, invalid_record
+from .batch import Done, Processor, Ready, RecordProcessing, failed_record, invalid_record
 from .events import ProcessingContext
 from .validation import validate_record
 
@@ -100,6 +101,22 @@ def check_hooks(hooks: object, *, has_schema: bool) -> JobHooks | None:
             "before_validate and after_validate run around validation: they need a schema"
         )
     return hooks
+
+
+def record_processing(
+    processor: Processor,
+    schema: type[pydantic.BaseModel] | None,
+    max_retries: int,
+    retry_delay_ms: int,
+    wait: Callable[[float, threading.Event], None],
+    hooks: JobHooks | None,
+) -> RecordProcessing:
+    """The record pipeline of these settings; without hooks the plain one, in which no
+    hook is looked for per record."""
+    settings = (processor, schema, max_retries, retry_delay_ms, wait)
+    if hooks is None or not hooks.any_set:
+        return RecordProcessing(*settings)
+    return HookedRecordProcessing(*settings, hooks)
 
 
 @dataclass(frozen=True)

@@ -19,22 +19,19 @@ from typing import Any
 
 import pydantic
 
-from ..checks import check_id, check_worker_id
-from ..errors import InvalidInputError, InvalidValueError, JobNotFoundError, StoreUnavailable
+from ..checks import check_id
+from ..errors import InvalidInputError, JobNotFoundError, StoreUnavailable
 from ..logfields import log_fields
 from ..model import (
     BatchReservation,
     ClaimFailureReason,
     JobStatus,
-    ProcessedRecord,
 )
 from ..ports import WorkerStore
-from .batch import BatchWork, Processor, RecordProcessing, batch_done_event, process_records
+from .batch import BatchWork, Processor, batch_done_event, process_records
 from .batch_processor import (
-    BatchProcessing,
     BatchProcessor,
     check_processors,
-    no_record_processor,
     transactional_io,
 )
 from .concurrency import InFlight, ProcessRecords, check_concurrency, is_async_processor
@@ -42,7 +39,6 @@ from .events import (
     BatchClaimed,
     BatchResult,
     EventHandler,
-    JobAborted,
     JobCompleted,
     JobPaused,
     JobResumed,
@@ -50,30 +46,25 @@ from .events import (
     StoreErrorOutlived,
     WorkerEvent,
     WorkerSummary,
-    record_failed_event,
 )
-from .hooks import HookedRecordProcessing, JobHooks, check_hooks
+from .hooks import JobHooks
 from .io import worker_io
 from .leases import Held, Leases
 from .runs import (
     Limits,
     Tally,
     batch_result,
-    default_worker_id,
     elapsed_ms,
-    emit_safely,
     first_line,
-    non_negative,
-    poll_interval_s,
     store_error_pause,
 )
-from .validation import check_schema
+from .worker_base import WorkerBase
 from .write_behind import Ahead, WriteBehind
 
 logger = logging.getLogger(__name__)
 
 
-class Worker:
+class Worker(WorkerBase):
     """Claims a job's batches one at a time, validates and processes their records, and
     writes the results, until no batch is left.
 
@@ -118,10 +109,7 @@ class Worker:
     subclass or an instance.
     """
 
-    #: Store failures in a row that ``run`` outlives; the next one is raised.
-    store_error_limit: int = 10
-    #: The longest pause (seconds) before trying again after a store failure.
-    store_backoff_cap_s: float = 5.0
+    _logger = logger
 
     def __init__(
         self,
@@ -151,35 +139,28 @@ class Worker:
         check_processors(processor, batch_processor)
         if transactional_io(store, transactional) is not None and batch_processor is None:
             raise InvalidInputError("transactional=True is for a batch_processor")
-        self.store = store
-        self.processor = processor
-        self.batch_processor = batch_processor
-        self.transactional = transactional
-        self.worker_id = check_worker_id(
-            worker_id if worker_id is not None else default_worker_id()
+        if is_async_processor(batch_processor):
+            raise InvalidInputError("batch_processor must be a plain function, not async def")
+        super().__init__(
+            processor,
+            has_batch_processor=batch_processor is not None,
+            transactional=transactional,
+            worker_id=worker_id,
+            schema=schema,
+            continue_on_error=continue_on_error,
+            max_retries=max_retries,
+            retry_delay_ms=retry_delay_ms,
+            lease_timeout_ms=lease_timeout_ms,
+            on_event=on_event,
+            hooks=hooks,
+            concurrency=concurrency,
         )
-        self.schema = check_schema(schema)
-        self.hooks = check_hooks(hooks, has_schema=self.schema is not None)
-        self.continue_on_error = bool(continue_on_error)
-        self.max_retries = non_negative(max_retries, "max_retries")
-        self.retry_delay_ms = non_negative(retry_delay_ms, "retry_delay_ms")
-        self.lease_timeout_ms = non_negative(lease_timeout_ms, "lease_timeout_ms")
-        if self.lease_timeout_ms == 0:
-            raise InvalidValueError("lease_timeout_ms must be positive")
-        self.on_event = on_event
+        self.store = store
+        self.batch_processor = batch_processor
         self._sleep = sleep
         self._stopping = threading.Event()
         self._draining = threading.Event()
-        self._total_records: dict[str, int] = {}
         self._leases = Leases(f"lease-{self.worker_id}")
-        self.concurrency = check_concurrency(concurrency)
-        if batch_processor is not None and self.concurrency != 1:
-            raise InvalidInputError(
-                "concurrency is the records of a batch in flight for a record processor; "
-                "a batch_processor gets the whole batch in one call"
-            )
-        if is_async_processor(batch_processor):
-            raise InvalidInputError("batch_processor must be a plain function, not async def")
         self._in_flight = InFlight(f"records-{self.worker_id}", sleep)
         self._behind = WriteBehind(f"writer-{self.worker_id}", self._emit)
 
@@ -315,17 +296,6 @@ class Worker:
             self._emit(JobPaused(job_id, self.worker_id))
         self._stopping.wait(self._poll_interval_s)
         return False
-
-    def _aborted(self, job_id: str, tally: Tally) -> bool:
-        logger.info(
-            "job %s was aborted; worker %s stops",
-            job_id,
-            self.worker_id,
-            extra=log_fields(job_id, worker_id=self.worker_id),
-        )
-        tally.stopped = "aborted"
-        self._emit(JobAborted(job_id, self.worker_id))
-        return True
 
     def _pause_after_store_error(self, job_id: str, exc: BaseException, in_a_row: int) -> None:
         delay = store_error_pause(in_a_row, self.store_backoff_cap_s)  # stop() ends it early
@@ -532,7 +502,7 @@ class Worker:
         lease = self._hold(res)
         work = BatchWork(lease_lost=True)
         try:
-            work = self._batch_processing(batch_processor)(
+            work = self._batch_processing(batch_processor, self.store)(
                 worker_io(self.store),
                 res,
                 self._read_batch(res),
@@ -545,21 +515,6 @@ class Worker:
             if work.lease_lost:
                 self._release(res)
         return work
-
-    def _batch_processing(self, batch_processor: BatchProcessor) -> BatchProcessing:
-        # The settings as they are now, as for _record_processing.
-        return BatchProcessing.of(
-            batch_processor,
-            schema=self.schema,
-            hooks=self.hooks,
-            max_retries=self.max_retries,
-            retry_delay_ms=self.retry_delay_ms,
-            wait=self._wait,
-            continue_on_error=self.continue_on_error,
-            worker_id=self.worker_id,
-            store=self.store,
-            transactional=self.transactional,
-        )
 
     def _read_batch(self, res: BatchReservation) -> list[tuple[int, dict[str, Any]]]:
         """The batch's records as (index, raw) pairs: all that processing needs."""
@@ -574,15 +529,6 @@ class Worker:
         if self.concurrency == 1 and not asynchronous:
             return process_records
         return self._in_flight.runner(check_concurrency(self.concurrency), asynchronous)
-
-    def _record_processing(self) -> RecordProcessing:
-        # The settings as they are now: all are public attributes. Without hooks, the plain
-        # pipeline: no hook is looked for per record.
-        processor = self.processor or no_record_processor  # None with a batch processor
-        settings = (processor, self.schema, self.max_retries, self.retry_delay_ms, self._wait)
-        if self.hooks is None or not self.hooks.any_set:
-            return RecordProcessing(*settings)
-        return HookedRecordProcessing(*settings, self.hooks)
 
     def _wait(self, seconds: float, lease_lost: threading.Event) -> None:
         if self._sleep is not None:
@@ -619,12 +565,7 @@ class Worker:
     def _finalize(self, job_id: str) -> bool:
         if not self.store.try_finalize_job(job_id):
             return False
-        logger.info(
-            "worker %s finalized job %s",
-            self.worker_id,
-            job_id,
-            extra=log_fields(job_id, worker_id=self.worker_id),
-        )
+        self._log_finalized(job_id)
         if self.on_event is not None:
             try:
                 status = worker_io(self.store)._job_status(job_id) or JobStatus.COMPLETED
@@ -642,17 +583,6 @@ class Worker:
     # -- events ---------------------------------------------------------------------------
 
     def _emit(self, event: WorkerEvent) -> None:
-        if self.on_event is None or self._behind.hold(event):
-            return
-        emit_safely(self.on_event, event, self.worker_id, logger)
-
-    def _fields(self, res: BatchReservation) -> dict[str, str | None]:
-        return log_fields(res.job_id, res.batch_id, self.worker_id)
-
-    def _emit_record_failed(self, res: BatchReservation, record: ProcessedRecord) -> None:
-        if self.on_event is not None:
-            self._emit(record_failed_event(res, self.worker_id, record))
-
-    @property
-    def _poll_interval_s(self) -> float:
-        return poll_interval_s(self.lease_timeout_ms)
+        # Events of a batch written behind wait for its write (write_behind.py).
+        if self.on_event is not None and not self._behind.hold(event):
+            super()._emit(event)
