@@ -77,6 +77,8 @@ class Raw:
         """One bulk INSERT: ``executemany`` for sqlite3 and PyMySQL (which folds it into
         multi-row INSERTs), ``execute_values`` for psycopg2 (whose ``executemany`` is one
         round trip per row, slower than the library and so no physical limit)."""
+        if not rows:  # an empty job (execute_values needs a first row for its template)
+            return
         head = f"INSERT INTO {self.q(table)} ({self.cols(columns)}) VALUES "
         if self.kind == "postgres":
             extras: Any = importlib.import_module("psycopg2.extras")
