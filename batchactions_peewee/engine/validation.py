@@ -15,7 +15,6 @@ pydantic reports: the field path joined with ``.``, pydantic's message, and a co
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, get_args
 
@@ -122,19 +121,33 @@ _BASE_DUMP = pydantic.BaseModel.model_dump
 
 
 @lru_cache(maxsize=256)
-def _validate_and_dump(schema: type[pydantic.BaseModel]) -> Callable[[Any], Any]:
-    """``schema.model_validate(data).model_dump(mode="json")`` as one function of ``data``.
+def _keeps_pydantic_methods(schema: type[pydantic.BaseModel]) -> bool:
+    """True unless ``schema`` overrides ``model_validate`` or ``model_dump``."""
+    own_validate = getattr(schema.model_validate, "__func__", None)
+    return own_validate is _BASE_VALIDATE and schema.model_dump is _BASE_DUMP
 
-    When the schema keeps pydantic's own ``model_validate`` and ``model_dump``, the call
-    goes to its validator and serializer directly: the same result, without the two
-    wrappers' keyword handling. A schema that overrides either method gets its override.
+
+def _validated_dump(schema: type[pydantic.BaseModel], data: Any) -> Any:
+    """``schema.model_validate(data).model_dump(mode="json")``.
+
+    When the schema keeps pydantic's own ``model_validate`` and ``model_dump`` and its
+    validator returns an instance of the schema itself, the call goes to its validator
+    and serializer directly: the same result, without the two wrappers' keyword handling.
+    A schema that overrides either method gets its override, and what a validator returns
+    in the schema's place (a subclass, say) is dumped by its own ``model_dump``. The
+    validator and serializer are looked up at each call: a rebuilt schema is used as it
+    is now.
     """
-    own_validate = getattr(schema.model_validate, "__func__", None) is _BASE_VALIDATE
-    if own_validate and schema.model_dump is _BASE_DUMP:
-        validate = schema.__pydantic_validator__.validate_python
-        to_python = schema.__pydantic_serializer__.to_python
-        return lambda data: to_python(validate(data), mode="json")
-    return lambda data: schema.model_validate(data).model_dump(mode="json")
+    try:
+        direct = _keeps_pydantic_methods(schema)
+    except TypeError:  # a class that cannot be hashed (its metaclass defines __eq__ only)
+        direct = False
+    if not direct:
+        return schema.model_validate(data).model_dump(mode="json")
+    instance = schema.__pydantic_validator__.validate_python(data)
+    if type(instance) is not schema:
+        return instance.model_dump(mode="json")
+    return schema.__pydantic_serializer__.to_python(instance, mode="json")
 
 
 def validate_record(
@@ -146,7 +159,7 @@ def validate_record(
     cannot give a record's parsed form: InvalidInputError, before anything is written.
     """
     try:
-        dumped = _validate_and_dump(schema)(data)
+        dumped = _validated_dump(schema, data)
     except pydantic.ValidationError as exc:
         return data, [_from_pydantic(e) for e in exc.errors(include_url=False)]
     except Exception as exc:  # a validator raised something pydantic does not wrap

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import pydantic
 import pytest
 from pydantic import (
     BaseModel,
@@ -806,6 +807,70 @@ def test_parsed_form_is_exactly_model_dump_in_json_mode(schema: type[BaseModel])
 def test_a_schema_overriding_model_dump_or_model_validate_keeps_its_override() -> None:
     assert validate_record(OwnDump, {"name": "a"}) == ({"name": "a", "dumped_by": "override"}, [])
     assert validate_record(OwnValidate, {"name": "a"}) == ({"name": "a!"}, [])
+
+
+class Animal(BaseModel):
+    """A base whose validator hands some records to a subclass."""
+
+    kind: str
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _dispatch(cls, data: Any, handler: Any) -> Any:
+        if cls is Animal and isinstance(data, dict) and data.get("kind") == "dog":
+            return Dog.model_validate(data)
+        if cls is Animal and isinstance(data, dict) and data.get("kind") == "dict":
+            return dict(data)  # not a model: nothing to dump
+        return handler(data)
+
+
+class Dog(Animal):
+    bark: str
+
+
+class Reset(BaseModel):
+    a: int
+
+    @model_validator(mode="after")
+    def _nothing(self) -> Any:
+        return None  # a validator that forgets to return the model
+
+
+def test_what_a_validator_returns_in_the_schemas_place_is_dumped_as_model_dump_would() -> None:
+    assert validate_record(Animal, {"kind": "dog", "bark": "woof"}) == (
+        {"kind": "dog", "bark": "woof"},
+        [],
+    )
+    assert validate_record(Animal, {"kind": "cat"}) == ({"kind": "cat"}, [])
+    for schema, record in ((Animal, {"kind": "dict"}), (Reset, {"a": 1})):
+        with pytest.raises(AttributeError):
+            schema.model_validate(record).model_dump(mode="json")
+        _, errors = validate_record(schema, record)
+        assert [(e.field, e.code) for e in errors] == [("", CUSTOM_VALIDATION)]
+
+
+def test_a_rebuilt_schema_validates_as_it_is_now() -> None:
+    model = pydantic.create_model("Rebuilt", a=(int, ...))
+    assert validate_record(model, {"a": 1, "b": 2}) == ({"a": 1}, [])
+    model.model_config["extra"] = "forbid"
+    model.model_rebuild(force=True)
+    _, errors = validate_record(model, {"a": 1, "b": 2})
+    assert [e.field for e in errors] == ["b"]
+
+
+class _Unhashable(type(BaseModel)):  # type: ignore[misc]
+    def __eq__(cls, other: object) -> bool:
+        return cls is other
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class Unhashable(BaseModel, metaclass=_Unhashable):
+    a: int
+
+
+def test_a_schema_class_that_cannot_be_hashed_still_validates() -> None:
+    assert validate_record(Unhashable, {"a": "3"}) == ({"a": 3}, [])
 
 
 def test_worker_rejects_a_schema_that_is_not_a_model_class() -> None:
