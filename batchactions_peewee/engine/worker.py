@@ -139,8 +139,6 @@ class Worker(WorkerBase):
         check_processors(processor, batch_processor)
         if transactional_io(store, transactional) is not None and batch_processor is None:
             raise InvalidInputError("transactional=True is for a batch_processor")
-        if is_async_processor(batch_processor):
-            raise InvalidInputError("batch_processor must be a plain function, not async def")
         super().__init__(
             processor,
             has_batch_processor=batch_processor is not None,
@@ -155,6 +153,8 @@ class Worker(WorkerBase):
             hooks=hooks,
             concurrency=concurrency,
         )
+        if is_async_processor(batch_processor):
+            raise InvalidInputError("batch_processor must be a plain function, not async def")
         self.store = store
         self.batch_processor = batch_processor
         self._sleep = sleep

@@ -268,6 +268,8 @@ async def _nothing_async(records: list[dict[str, Any]], context: BatchContext) -
         ((), {"batch_processor": _nothing, "transactional": "yes"}, "True or False"),
         ((), {"batch_processor": _nothing, "concurrency": 8}, "gets the whole batch in one"),
         ((), {"batch_processor": _nothing_async}, "plain function, not async def"),
+        # The settings are checked first, as they always were: this names the concurrency.
+        ((), {"batch_processor": _nothing_async, "concurrency": 2}, "gets the whole batch"),
     ],
 )
 def test_a_worker_takes_exactly_one_processor_and_transactional_only_where_it_holds(
