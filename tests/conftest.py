@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -49,6 +50,11 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if IN_CI else "d
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # A suite started in the background (`cmd &` in a script) inherits SIGINT ignored, and
+    # so would every command it starts: the Ctrl-C tests would wait forever. A handler of
+    # ours is reset to the default in each child, so the commands see Ctrl-C as a user's do.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     missing = [ENV[k] for k in SERVER_KINDS if not server_url(k)]
     if IN_CI and missing:
         raise pytest.UsageError(f"CI=true but {', '.join(missing)} not set: refusing to skip")
