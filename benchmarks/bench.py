@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import time
 import traceback
@@ -32,24 +31,19 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from common import FULL, QUICK, SMOKE, Bench, Row, Sizes, fresh_target, log
+from common import FULL, QUICK, SMOKE, Bench, Row, Sizes, fresh_target, log, server_url
 from rows import ROW_FUNCTIONS
 
 KINDS = ("sqlite", "mysql", "postgres")
 ROWS = tuple(ROW_FUNCTIONS)
-ENV = {"mysql": "BATCHACTIONS_TEST_MYSQL_URL", "postgres": "BATCHACTIONS_TEST_POSTGRES_URL"}
-DEFAULT_URL = {
-    "mysql": "mysql://root@127.0.0.1:3306/test",
-    "postgres": "postgresql://postgres@127.0.0.1:5432/postgres",
-}
 #: Where ``--profile`` without a directory writes (ignored by git: profiles are regenerated).
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 
 
 def server_urls(args: argparse.Namespace) -> dict[str, str]:
     return {
-        "mysql": args.mysql_url or os.environ.get(ENV["mysql"]) or DEFAULT_URL["mysql"],
-        "postgres": args.postgres_url or os.environ.get(ENV["postgres"]) or DEFAULT_URL["postgres"],
+        "mysql": server_url("mysql", args.mysql_url),
+        "postgres": server_url("postgres", args.postgres_url),
     }
 
 

@@ -42,6 +42,17 @@ from batchactions_peewee import (
 )
 
 BUSY_TIMEOUT_MS = 60_000
+#: The servers' URL variables (the test suite's) and the URLs used when they are not set.
+SERVER_ENV = {"mysql": "BATCHACTIONS_TEST_MYSQL_URL", "postgres": "BATCHACTIONS_TEST_POSTGRES_URL"}
+DEFAULT_URL = {
+    "mysql": "mysql://root@127.0.0.1:3306/test",
+    "postgres": "postgresql://postgres@127.0.0.1:5432/postgres",
+}
+
+
+def server_url(kind: str, given: str | None = None) -> str:
+    """The URL of server ``kind``: ``given``, else its variable, else the default."""
+    return given or os.environ.get(SERVER_ENV[kind]) or DEFAULT_URL[kind]
 
 
 # -- sizes ------------------------------------------------------------------------------

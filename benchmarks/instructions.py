@@ -20,7 +20,6 @@ benchmarks/, so the path wins over the checkout's own package).
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Target
+from common import Target, server_url, source_record
 from raw import RawMinimal, source_text
 from rows.volume import Contact
 
@@ -41,12 +40,7 @@ PREFIX = "instr_"
 def _target(kind: str) -> Target:
     if kind == "sqlite":
         return Target(kind="sqlite", path=str(Path(tempfile.mkdtemp()) / "instructions.db"))
-    env = {"mysql": "BATCHACTIONS_TEST_MYSQL_URL", "postgres": "BATCHACTIONS_TEST_POSTGRES_URL"}
-    default = {
-        "mysql": "mysql://root@127.0.0.1:3306/test",
-        "postgres": "postgresql://postgres@127.0.0.1:5432/postgres",
-    }
-    return Target.from_url(kind, os.environ.get(env[kind], default[kind]))
+    return Target.from_url(kind, server_url(kind))
 
 
 def one_count(kind: str, side: str, n: int, work: bool) -> None:
@@ -63,16 +57,7 @@ def one_count(kind: str, side: str, n: int, work: bool) -> None:
                 raise SystemExit("the limit processed the wrong number of records")
             raw.close()
             return
-        records = (
-            {
-                "email": f"user{i}@example.com",
-                "name": f"User {i}",
-                "age": i % 90,
-                "tags": ["a", "b"],
-            }
-            for i in range(n)
-        )
-        job = prepare_job(store, records, batch_size=500)
+        job = prepare_job(store, (source_record(i) for i in range(n)), batch_size=500)
         if work:
             schema = Contact if side == "schema" else None
             summary = Worker(store, lambda record, context: None, schema=schema).run(job.job_id)
